@@ -1,0 +1,39 @@
+# make demo: install into .venv and run the main job on the embedded demo set.
+# make test: install into .venv and run the tests.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py Makefile
+	@ldconfig -p | grep -q libusb-1.0.so.0 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq libusb-1.0-0; \
+	  else \
+	    echo "error: missing system library libusb-1.0 (needed by tflite-support): install the Debian package libusb-1.0-0 (apt-get install libusb-1.0-0)" >&2; exit 1; \
+	  fi; }
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev,jax]"
+	$(PY) -m pip install -q --no-deps tflite-support==0.4.4
+	$(PY) -m toolkit.env
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m toolkit data --demo --out runs/demo_splits.csv
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check toolkit tests benchmarks
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check toolkit tests benchmarks
+	$(VENV)/bin/ruff format --check toolkit tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,25 @@
+"""Installs the ``toolkit`` package. tflite-support is installed separately by the Makefile with
+``--no-deps``: its protobuf<4 pin clashes with TensorFlow 2.21, and its metadata writers work without it."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="lesion-toolkit",
+    version="0.1.0",
+    description="Train skin-lesion classifiers and ship them into Flutter apps as int8 TFLite bundles",
+    packages=find_packages(include=["toolkit", "toolkit.*"]),
+    python_requires=">=3.11,<3.12",
+    install_requires=[
+        "tensorflow-cpu==2.21.*",
+        "keras>=3.10,<4",
+        "ai-edge-litert>=2.0",
+        "opencv-python-headless>=4.10",
+        "scikit-learn>=1.5",
+        "pandas>=2.2",
+        "numpy>=1.26",
+        "tqdm>=4.66",
+        "matplotlib>=3.8",
+    ],
+    extras_require={"dev": ["pytest>=8", "ruff>=0.6"], "jax": ["jax[cpu]>=0.4.30"]},
+    entry_points={"console_scripts": ["lesion-toolkit=toolkit.cli:main"]},
+)

@@ -1,0 +1,123 @@
+"""Augmented, balanced batches that feed ``model.fit`` on TensorFlow and on JAX alike."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.utils.class_weight import compute_class_weight
+
+from toolkit.data.images import load_images
+from toolkit.data.pipeline import AugmentConfig, ImageBatches, augment_batch, augment_image
+from toolkit.data.readers import read_dataset
+from toolkit.errors import ToolkitError
+
+STILL = AugmentConfig(rotation=0, shift=0, zoom=0, horizontal_flip=False, vertical_flip=False, brightness=0, contrast=0)
+
+
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory, ham_metadata):
+    from conftest import make_ham_subset
+
+    root = make_ham_subset(ham_metadata, tmp_path_factory.mktemp("ham"))
+    table = read_dataset(root).table
+    labels = table["label"].map(["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"].index).to_numpy()
+    return load_images(table["path"].tolist(), 48).images, labels
+
+
+def test_no_augmentation_is_the_identity(cached):
+    images, _ = cached
+    assert np.array_equal(augment_batch(images[:8], STILL, np.random.default_rng(0)), images[:8])
+
+
+def test_flips_only_give_one_of_the_four_flips(cached):
+    image = cached[0][0]
+    flips = {(fx, fy): image[:: -1 if fy else 1, :: -1 if fx else 1] for fx in (0, 1) for fy in (0, 1)}
+    config = replace(STILL, horizontal_flip=True, vertical_flip=True)
+    seen = set()
+    for seed in range(20):
+        out = augment_image(image, config, np.random.default_rng(seed))
+        match = [key for key, flipped in flips.items() if np.array_equal(out, flipped)]
+        assert len(match) == 1
+        seen.add(match[0])
+    assert len(seen) == 4
+
+
+def test_rotation_shift_zoom_move_pixels_and_colour_jitter_stays_in_range(cached):
+    images, _ = cached
+    out = augment_batch(images[:16], AugmentConfig(), np.random.default_rng(1))
+    assert out.shape == images[:16].shape and out.dtype == np.uint8
+    assert all(not np.array_equal(a, b) for a, b in zip(out, images[:16], strict=True))
+    bright = replace(STILL, brightness=0.2)
+    shifts = [augment_image(images[0], bright, np.random.default_rng(s)).mean() - images[0].mean() for s in range(30)]
+    assert max(np.abs(shifts)) <= 0.2 * 255 + 1 and np.std(shifts) > 5
+
+
+def test_batches_are_shuffled_one_hot_and_deterministic(cached):
+    images, labels = cached
+    batches = ImageBatches(images, labels, batch_size=16, shuffle=True, augment=AugmentConfig(), seed=3)
+    x, y = batches[0]
+    assert x.shape == (16, 48, 48, 3) and x.dtype == np.uint8 and y.shape == (16, 7)
+    assert np.array_equal(y.sum(axis=1), np.ones(16))
+    again = ImageBatches(images, labels, batch_size=16, shuffle=True, augment=AugmentConfig(), seed=3)
+    assert np.array_equal(again[0][0], x)
+    epoch = [b[1].argmax(1) for b in batches.epoch_batches()]
+    assert sorted(np.concatenate(epoch)) == sorted(labels)  # each image once per epoch
+    assert not np.array_equal(batches[0][0], x)  # the next epoch draws anew
+
+
+def test_class_weights_follow_scikit_learn(cached):
+    images, labels = cached
+    batches = ImageBatches(images, labels, batch_size=len(labels), imbalance="class_weight")
+    _, y, weights = batches[0]
+    expected = compute_class_weight("balanced", classes=np.arange(7), y=labels)
+    assert np.allclose(weights, expected[y.argmax(1)])
+    root = ImageBatches(images, labels, imbalance="class_weight", class_weight_power=0.5)
+    assert np.allclose(root.weights, np.sqrt(expected))
+
+
+def test_oversampling_balances_the_classes():
+    labels = np.repeat(np.arange(7), [10, 20, 40, 5, 40, 300, 8])
+    images = np.zeros((len(labels), 4, 4, 3), np.uint8)
+    batches = ImageBatches(images, labels, batch_size=64, imbalance="oversample")
+    drawn = np.concatenate([b[1].argmax(1) for b in batches.epoch_batches()])
+    shares = np.bincount(drawn, minlength=7) / len(drawn)
+    assert len(drawn) == len(labels) and np.all(np.abs(shares - 1 / 7) < 0.06)
+
+
+def test_bad_arguments_are_refused(cached):
+    images, labels = cached
+    with pytest.raises(ToolkitError, match="unknown imbalance mode 'smote'"):
+        ImageBatches(images, labels, imbalance="smote")
+    with pytest.raises(ToolkitError, match="as many labels as images"):
+        ImageBatches(images, labels[:-1])
+
+
+FIT_SCRIPT = """
+import numpy as np, keras
+from toolkit.data.pipeline import AugmentConfig, ImageBatches
+rng = np.random.default_rng(0)
+labels = np.arange(64) % 7
+images = (rng.random((64, 32, 32, 3)) * 60 + labels[:, None, None, None] * 25).astype(np.uint8)
+batches = ImageBatches(images, labels, batch_size=16, shuffle=True, augment=AugmentConfig(), imbalance="class_weight")
+model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 127.5, -1),
+                          keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(7, activation="softmax")])
+model.compile("adam", "categorical_crossentropy")
+history = model.fit(batches, epochs=2, verbose=0)
+assert np.isfinite(history.history["loss"]).all()
+print(keras.backend.backend(), "ok")
+"""
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_fit_runs_on_both_keras_backends(backend):
+    env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", FIT_SCRIPT], env=env, cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith(f"{backend} ok")

@@ -1,0 +1,128 @@
+"""Decode, check and resize images with OpenCV, and cache a whole split in memory as uint8.
+
+Decoding is the slow part of an epoch, so each image is decoded and resized once; augmentation
+then works on the cached array. Paths of the form ``file.npz#split/index`` address images held
+in a MedMNIST-style ``.npz`` file, so every layout flows through the same code.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from toolkit.errors import ToolkitError
+
+RESIZE_MODES = ("squash", "pad")
+NPZ_SEPARATOR = "#"
+
+
+@lru_cache(maxsize=4)
+def _npz_arrays(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+def _read_npz_image(path: str) -> np.ndarray:
+    file, _, address = path.partition(NPZ_SEPARATOR)
+    split, _, index = address.partition("/")
+    image = _npz_arrays(file)[f"{split}_images"][int(index)]
+    return image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=-1)
+
+
+def _looks_truncated(data: bytes) -> bool:
+    """A JPEG that stops before its end-of-image marker: OpenCV would decode it with a grey tail."""
+    return data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(b"\xff\xd9")
+
+
+def decode_image(path: str | os.PathLike) -> np.ndarray:
+    """Return the image at ``path`` as RGB uint8 (H, W, 3), or raise naming the file and the fault."""
+    path = str(path)
+    if NPZ_SEPARATOR in path and path.split(NPZ_SEPARATOR)[0].endswith(".npz"):
+        return _read_npz_image(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ToolkitError(f"image file not found: {path}") from None
+    except OSError as error:
+        raise ToolkitError(f"cannot read image {path}: {error.strerror}") from None
+    if _looks_truncated(data):
+        raise ToolkitError(f"truncated JPEG (no end-of-image marker): {path}")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ToolkitError(f"unreadable image (not a JPEG/PNG OpenCV can decode): {path}")
+    if image.ndim == 2 or image.shape[2] == 1:
+        raise ToolkitError(f"grayscale image, expected RGB colour: {path}")
+    if image.shape[2] == 4:
+        raise ToolkitError(f"RGBA image with an alpha channel, expected RGB: {path}")
+    if image.dtype != np.uint8:
+        raise ToolkitError(f"{image.dtype} image, expected 8-bit RGB: {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def resize_image(image: np.ndarray, size: int, mode: str = "squash") -> np.ndarray:
+    """Resize to ``size`` x ``size``: ``squash`` stretches, ``pad`` keeps the aspect ratio and pads with black.
+
+    Shrinking uses area interpolation and enlarging bilinear, as OpenCV recommends.
+    """
+    if mode not in RESIZE_MODES:
+        raise ToolkitError(f"unknown resize mode {mode!r}; expected one of {', '.join(RESIZE_MODES)}")
+    height, width = image.shape[:2]
+    scale = size / max(height, width) if mode == "pad" else None
+    new_w, new_h = (size, size) if scale is None else (round(width * scale), round(height * scale))
+    shrinking = new_w * new_h < width * height
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    if mode == "squash":
+        return resized
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    return cv2.copyMakeBorder(
+        resized, top, size - new_h - top, left, size - new_w - left, cv2.BORDER_CONSTANT, value=(0, 0, 0)
+    )
+
+
+@dataclass
+class LoadedImages:
+    """A split decoded into memory: ``images[i]`` belongs to ``kept[i]``, the index into the requested paths."""
+
+    images: np.ndarray
+    kept: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def load_images(
+    paths: list[str],
+    size: int | None,
+    resize_mode: str = "squash",
+    skip_bad: bool = False,
+    workers: int | None = None,
+    desc: str = "decoding images",
+) -> LoadedImages:
+    """Decode (and resize, unless ``size`` is None) every image in parallel threads; OpenCV releases the GIL.
+
+    With ``skip_bad`` a bad file is listed in ``skipped`` instead of raising; with ``size=None``
+    images are only checked (the returned array is empty).
+    """
+
+    def load(path: str) -> np.ndarray | str:
+        try:
+            image = decode_image(path)
+        except ToolkitError as error:
+            if not skip_bad:
+                raise
+            return str(error)
+        return resize_image(image, size, resize_mode) if size else image[:0, :0]
+
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(tqdm(pool.map(load, paths), total=len(paths), desc=desc, unit="img", leave=False, disable=None))
+    kept = np.array([i for i, r in enumerate(results) if not isinstance(r, str)], dtype=np.int64)
+    skipped = [(paths[i], r) for i, r in enumerate(results) if isinstance(r, str)]
+    shape = (len(kept), size, size, 3) if size else (len(kept), 0, 0, 3)
+    images = np.stack([results[i] for i in kept]) if size and len(kept) else np.zeros(shape, np.uint8)
+    return LoadedImages(images=images, kept=kept, skipped=skipped)
