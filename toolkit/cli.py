@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -59,6 +60,56 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from toolkit.data.demo import ensure_demo_set
+    from toolkit.data.pipeline import AugmentConfig
+    from toolkit.train import TrainConfig, train
+
+    if not args.resume and (args.data is None) == (not args.demo):
+        raise ToolkitError("give the training data with --data DIR (or a split manifest), or --demo")
+    config = TrainConfig(
+        data=str(args.data or "demo"),
+        arch=args.arch,
+        alpha=args.alpha,
+        input_size=args.input_size or (64 if args.demo else 0),
+        weights=args.weights,
+        resize_mode=args.resize_mode,
+        boundary=args.boundary,
+        epochs_head=args.epochs_head,
+        epochs_finetune=args.epochs_finetune,
+        batch_size=args.batch_size,
+        lr_head=args.lr_head,
+        lr_finetune=args.lr_finetune,
+        optimizer=args.optimizer,
+        label_smoothing=args.label_smoothing,
+        imbalance=args.imbalance,
+        class_weight_power=args.class_weight_power,
+        augment=None if args.no_augment else AugmentConfig(),
+        limit=args.limit,
+        seed=args.seed,
+    )
+    out = train(
+        config, args.out, resume=args.resume, force=args.force, demo_root=ensure_demo_set() if args.demo else None
+    )
+    print(f"wrote run folder {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from toolkit.evaluate import evaluate_runs
+
+    runs = args.ensemble or [args.run]
+    if not runs or runs == [None]:
+        raise ToolkitError("give a run with --run DIR, or several with --ensemble DIR DIR ...")
+    metrics = evaluate_runs([Path(r) for r in runs], args.split)
+    label = "ensemble of " + ", ".join(map(str, runs)) if args.ensemble else str(runs[0])
+    print(f"{label}, {args.split} split ({metrics['images']} images)")
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc_ovr_macro", "ece"):
+        print(f"  {key:18s} {metrics[key]:.4f}")
+    print("  recall per class: " + ", ".join(f"{c} {v['recall']:.2f}" for c, v in metrics["per_class"].items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m toolkit", description=__doc__.split(":")[0])
     parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
@@ -83,11 +134,44 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--skip-bad", action="store_true", help="skip missing or undecodable images and list them")
     data.add_argument("--no-image-check", action="store_true", help="do not decode every image to check it")
     data.set_defaults(run=cmd_data)
+
+    train = commands.add_parser("train", help="two-phase transfer learning into a run folder")
+    train.add_argument("--data", type=Path, help="a dataset in any layout `data` reads, or a split manifest")
+    train.add_argument("--demo", action="store_true", help="train on the embedded synthetic demo set")
+    train.add_argument("--arch", default="mobilenet_v2", help="mobilenet_v2, densenet121, densenet169, densenet201")
+    train.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width: 0.35, 0.5, 0.75, 1.0, 1.3, 1.4")
+    train.add_argument("--input-size", type=int, default=0, help="square input size (default: the backbone's)")
+    train.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
+    train.add_argument("--resize-mode", default="squash", choices=["squash", "pad"])
+    train.add_argument("--boundary", default="", help="fine-tune from: block_13, block_16, conv5, or a layer count")
+    train.add_argument("--epochs-head", type=int, default=3)
+    train.add_argument("--epochs-finetune", type=int, default=10)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr-head", type=float, default=1e-3)
+    train.add_argument("--lr-finetune", type=float, default=1e-4)
+    train.add_argument("--optimizer", default="adam", choices=["adam", "adamw"])
+    train.add_argument("--label-smoothing", type=float, default=0.0)
+    train.add_argument("--imbalance", default="class_weight", choices=["class_weight", "oversample", "none"])
+    train.add_argument("--class-weight-power", type=float, default=1.0, help="0.5 for square-root class weights")
+    train.add_argument("--no-augment", action="store_true")
+    train.add_argument("--limit", type=int, default=0, help="at most N images per split, stratified")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/NAME")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    train.add_argument("--force", action="store_true", help="replace an existing run folder")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a run, or of an ensemble of runs")
+    evaluate.add_argument("--run", type=Path)
+    evaluate.add_argument("--ensemble", nargs="+", type=Path, help="average the probabilities of these runs")
+    evaluate.add_argument("--split", default="test", choices=["val", "test"])
+    evaluate.set_defaults(run=cmd_evaluate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices are not the user's concern
     try:
         return args.run(args)
     except ToolkitError as error:

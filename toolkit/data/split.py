@@ -152,3 +152,17 @@ def prepare_splits(
         check_classes(table, f"{root} after skipping bad files")
     table = official_split(table) if keep_official else split_by_lesion(table, val, test, seed)
     return PreparedSplits(table, dataset.source, dataset.has_lesion_ids, audit_splits(table), skipped)
+
+
+def limit_per_split(table: pd.DataFrame, limit: int, seed: int = 0) -> pd.DataFrame:
+    """At most ``limit`` images per split, drawn per class in proportion, keeping every class present."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, part in table.groupby("split", sort=False):
+        if len(part) <= limit:
+            keep.append(part)
+            continue
+        for _, group in part.groupby("label"):
+            count = max(1, round(limit * len(group) / len(part)))
+            keep.append(group.iloc[np.sort(rng.choice(len(group), min(count, len(group)), replace=False))])
+    return pd.concat(keep).sort_index()

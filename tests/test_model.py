@@ -1,0 +1,124 @@
+"""Backbones, the fine-tune boundary, and the BatchNorm fix against the original failure."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from toolkit.errors import ToolkitError
+from toolkit.model import BACKBONES, backbone_of, build_classifier, normalisation_layer, set_phase
+
+SIZE = 32
+
+
+def _batch_norms(model):
+    return [layer for layer in backbone_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def _moving_stats(model):
+    return [np.array(w) for layer in _batch_norms(model) for w in (layer.moving_mean, layer.moving_variance)]
+
+
+def _fit_once(model, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 255, (16, SIZE, SIZE, 3)).astype("float32")
+    targets = np.eye(7, dtype="float32")[rng.integers(0, 7, 16)]
+    model.compile(keras.optimizers.Adam(1e-2), "categorical_crossentropy")
+    model.fit(images, targets, epochs=1, batch_size=8, verbose=0)
+    return images
+
+
+@pytest.mark.parametrize("arch", sorted(BACKBONES))
+def test_every_backbone_builds_and_normalises_like_keras_applications(arch):
+    model = build_classifier(arch, SIZE, weights="none", alpha=0.35 if arch == "mobilenet_v2" else 1.0)
+    assert model.output_shape == (None, 7)
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype("float32")
+    module = keras.applications.mobilenet_v2 if arch == "mobilenet_v2" else keras.applications.densenet
+    expected = module.preprocess_input(pixels.copy())
+    assert np.allclose(keras.ops.convert_to_numpy(normalisation_layer(arch)(pixels)), expected, atol=1e-5)
+
+
+def test_batchnorm_fix_keeps_moving_statistics_and_one_normalisation():
+    model = build_classifier("mobilenet_v2", SIZE, weights="none", alpha=0.35)
+    backbone = backbone_of(model)
+    set_phase(model, "mobilenet_v2", "finetune", "block_13")
+    before = _moving_stats(model)
+    images = _fit_once(model)
+    assert all(np.array_equal(a, b) for a, b in zip(before, _moving_stats(model), strict=True))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(images)
+    trained_mode = keras.ops.convert_to_numpy(backbone(x, training=True))
+    inference_mode = keras.ops.convert_to_numpy(backbone(x, training=False))
+    assert np.allclose(trained_mode, inference_mode, atol=1e-6)
+
+
+def test_without_the_fix_the_original_failure_comes_back():
+    model = build_classifier("mobilenet_v2", SIZE, weights="none", alpha=0.35, bn_fix=False)
+    backbone = backbone_of(model)
+    set_phase(model, "mobilenet_v2", "head", "block_13", bn_fix=False)  # convolutions frozen, BN trainable
+    assert not any(
+        w.trainable for layer in backbone.layers if not _batch_norms(model).count(layer) for w in layer.weights
+    )
+    before = _moving_stats(model)
+    images = _fit_once(model)
+    drift = max(float(np.abs(a - b).max()) for a, b in zip(before, _moving_stats(model), strict=True))
+    assert drift > 1e-3  # moving statistics moved away from the pretrained ones
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(images)
+    trained_mode = keras.ops.convert_to_numpy(backbone(x, training=True))
+    inference_mode = keras.ops.convert_to_numpy(backbone(x, training=False))
+    assert not np.allclose(trained_mode, inference_mode, atol=1e-3)  # batch statistics != moving statistics
+
+
+def test_phases_change_what_they_should_and_nothing_else():
+    model = build_classifier("mobilenet_v2", SIZE, weights="none", alpha=0.35)
+    backbone = backbone_of(model)
+    start = next(i for i, layer in enumerate(backbone.layers) if layer.name.startswith("block_13_"))
+    snapshot = lambda layers: [np.array(w) for layer in layers for w in layer.weights]  # noqa: E731
+    set_phase(model, "mobilenet_v2", "head", "block_13")
+    backbone_before, head_before = snapshot(backbone.layers), snapshot([model.get_layer("head")])
+    _fit_once(model)
+    assert all(np.array_equal(a, b) for a, b in zip(backbone_before, snapshot(backbone.layers), strict=True))
+    assert any(not np.array_equal(a, b) for a, b in zip(head_before, snapshot([model.get_layer("head")]), strict=True))
+    set_phase(model, "mobilenet_v2", "finetune", "block_13")
+    frozen_before, tuned_before = snapshot(backbone.layers[:start]), snapshot(backbone.layers[start:])
+    _fit_once(model, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(frozen_before, snapshot(backbone.layers[:start]), strict=True))
+    assert any(not np.array_equal(a, b) for a, b in zip(tuned_before, snapshot(backbone.layers[start:]), strict=True))
+
+
+def test_boundary_by_layer_count():
+    model = build_classifier("mobilenet_v2", SIZE, weights="none", alpha=0.35)
+    set_phase(model, "mobilenet_v2", "finetune", "10")
+    trainable = [layer.trainable for layer in backbone_of(model).layers]
+    assert not any(trainable[:-10])
+
+
+def test_bad_backbone_arguments(tmp_path, monkeypatch):
+    with pytest.raises(ToolkitError, match="unknown architecture 'resnet'; expected one of"):
+        build_classifier("resnet", SIZE, weights="none")
+    with pytest.raises(ToolkitError, match=r"received alpha=0\.6"):
+        build_classifier("mobilenet_v2", SIZE, weights="none", alpha=0.6)
+    with pytest.raises(ToolkitError, match="cannot take input size 16"):
+        build_classifier("mobilenet_v2", 16, weights="none", alpha=0.35)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
+    with pytest.raises(
+        ToolkitError, match=r"put mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0\.35_96_no_top\.h5 in"
+    ):
+        build_classifier("mobilenet_v2", 96, weights="imagenet", alpha=0.35)
+    other = build_classifier("densenet121", SIZE, weights="none")
+    backbone_of(other).save_weights(tmp_path / "densenet.weights.h5")
+    with pytest.raises(ToolkitError, match="does not fit mobilenet_v2"):
+        build_classifier("mobilenet_v2", SIZE, weights=str(tmp_path / "densenet.weights.h5"), alpha=0.35)
+
+
+def test_imagenet_weights_load_offline_from_the_keras_cache(tmp_path, monkeypatch):
+    from conftest import WEIGHTS
+
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / name).symlink_to(WEIGHTS / name)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    pretrained = backbone_of(build_classifier("mobilenet_v2", 224, weights="imagenet"))
+    random = backbone_of(build_classifier("mobilenet_v2", 224, weights="none"))
+    first_bn = "bn_Conv1"
+    assert not np.allclose(pretrained.get_layer(first_bn).moving_mean, random.get_layer(first_bn).moving_mean)

@@ -1,0 +1,111 @@
+"""Tiny real training runs: a complete, consistent run folder; resume; both backends; evaluate; bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import HAM
+
+from toolkit.cli import main
+from toolkit.evaluate import evaluate_runs
+from toolkit.train import EpochReport, TrainConfig, train
+
+TINY = TrainConfig(
+    data=str(HAM), arch="mobilenet_v2", alpha=0.35, input_size=64, weights="none",
+    epochs_head=1, epochs_finetune=2, batch_size=32, limit=120,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return train(TINY, tmp_path_factory.mktemp("runs") / "tiny")
+
+
+def test_run_folder_is_complete_and_consistent(run):
+    names = {p.name for p in run.iterdir()}
+    expected = {"config.json", "splits.csv", "history.csv", "model.keras", "metrics.json", "reference.npz"}
+    assert expected | {"training_curves.png", "confusion_matrix.png"} <= names
+    assert not run.with_name("tiny.partial").exists()
+    config = json.loads((run / "config.json").read_text())
+    assert TrainConfig.from_json(config) == TrainConfig(**{**TINY.__dict__, "input_size": 64})
+    history = pd.read_csv(run / "history.csv")
+    assert history[["phase", "epoch"]].values.tolist() == [["head", 1], ["finetune", 1], ["finetune", 2]]
+    manifest = pd.read_csv(run / "splits.csv")
+    reference = np.load(run / "reference.npz")
+    assert str(reference["backend"]) == "tensorflow" and str(reference["device"]).startswith("cpu")
+    for split in ("val", "test"):
+        ids = manifest.loc[manifest["split"] == split, "image_id"].to_numpy(str)
+        assert sorted(reference[f"{split}_ids"]) == sorted(ids)
+        assert np.allclose(reference[f"{split}_probs"].sum(axis=1), 1, atol=1e-5)
+    metrics = json.loads((run / "metrics.json").read_text())
+    test_probs, test_labels = reference["test_probs"], reference["test_labels"]
+    assert metrics["test"]["accuracy"] == pytest.approx(float((test_probs.argmax(1) == test_labels).mean()))
+    assert set(metrics["test"]) >= {"balanced_accuracy", "macro_f1", "weighted_f1", "per_class", "roc_auc_ovr"}
+    assert np.array(metrics["test"]["confusion_matrix"]).sum() == len(test_labels)
+
+
+def test_evaluate_recomputes_the_metrics_and_ensembles(run, capsys):
+    metrics = json.loads((run / "metrics.json").read_text())["test"]
+    again = evaluate_runs([run], "test")
+    assert again["balanced_accuracy"] == pytest.approx(metrics["balanced_accuracy"])
+    assert evaluate_runs([run, run], "test")["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert main(["evaluate", "--ensemble", str(run), str(run)]) == 0
+    assert "balanced_accuracy" in capsys.readouterr().out
+
+
+def test_interrupted_training_resumes_without_losing_an_epoch(tmp_path, monkeypatch):
+    original = EpochReport.on_epoch_end
+
+    def interrupt_after_first_finetune_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if self.phase == "finetune" and epoch == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpochReport, "on_epoch_end", interrupt_after_first_finetune_epoch)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        train(TINY, out)
+    partial = out.with_name("resumed.partial")
+    assert len(pd.read_csv(partial / "history.csv")) == 2 and not out.exists()
+    monkeypatch.setattr(EpochReport, "on_epoch_end", original)
+    with pytest.raises(Exception, match="pass --resume"):
+        train(TINY, out)
+    train(TrainConfig(), out, resume=True)  # the saved config wins over the one given
+    history = pd.read_csv(out / "history.csv")
+    assert history[["phase", "epoch"]].values.tolist() == [["head", 1], ["finetune", 1], ["finetune", 2]]
+
+
+def test_train_command_refuses_bad_input_and_writes_nothing(run, capsys, tmp_path):
+    cases = [
+        (["--out", str(run)], f"run folder {run} already exists"),
+        (["--input-size", "16", "--out", str(tmp_path / "a")], "cannot take input size 16"),
+        (["--arch", "resnet50", "--out", str(tmp_path / "b")], "unknown architecture 'resnet50'"),
+    ]
+    manifest = pd.read_csv(run / "splits.csv")
+    manifest[manifest["split"] != "test"].to_csv(tmp_path / "no_test.csv", index=False)
+    cases.append((["--data", str(tmp_path / "no_test.csv"), "--out", str(tmp_path / "c")], "the test split"))
+    for extra, message in cases:
+        data = [] if "--data" in extra else ["--data", str(HAM)]
+        argv = ["train", *data, "--alpha", "0.35", "--weights", "none", "--limit", "60", *extra]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no_test.csv"]
+
+
+def test_the_same_command_trains_under_jax(tmp_path):
+    out = tmp_path / "jax_run"
+    command = [sys.executable, "-m", "toolkit", "train", "--data", str(HAM), "--arch", "mobilenet_v2",
+               "--alpha", "0.35", "--input-size", "64", "--weights", "none", "--epochs-head", "1",
+               "--epochs-finetune", "1", "--limit", "100", "--out", str(out)]  # fmt: skip
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["backend"] == "jax"

@@ -1,0 +1,141 @@
+"""Metrics with scikit-learn, plots with matplotlib, and evaluation of runs and ensembles of runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+from toolkit.classes import CLASSES
+from toolkit.errors import ToolkitError
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """Mean gap between confidence and accuracy over equal-width confidence bins, weighted by bin size."""
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    return float(
+        sum(
+            abs(correct[which == b].mean() - confidence[which == b].mean()) * (which == b).mean()
+            for b in range(bins)
+            if (which == b).any()
+        )
+    )
+
+
+def compute_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
+    """Accuracy, balanced accuracy, macro/weighted F1, per-class P/R/F1, confusion matrix, one-vs-rest AUC, ECE."""
+    labels = np.asarray(labels)
+    predicted = probs.argmax(axis=1)
+    classes = np.arange(len(CLASSES))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
+    present = np.unique(labels)
+    auc = {}
+    for index in present if len(present) > 1 else []:
+        auc[CLASSES[index]] = float(roc_auc_score(labels == index, probs[:, index]))
+    return {
+        "images": len(labels),
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "macro_f1": float(f1_score(labels, predicted, labels=present, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(labels, predicted, average="weighted", zero_division=0)),
+        "ece": expected_calibration_error(labels, probs),
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(CLASSES, precision, recall, f1, support, strict=True)
+        },
+        "roc_auc_ovr": auc,
+        "roc_auc_ovr_macro": float(np.mean(list(auc.values()))) if auc else None,
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
+    }
+
+
+def plot_confusion(matrix: list[list[int]], path: Path, title: str) -> None:
+    """Row-normalised confusion matrix: each row shows where one true class went."""
+    counts = np.array(matrix, dtype=float)
+    normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    figure, axis = plt.subplots(figsize=(6, 5))
+    image = axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    for (row, col), value in np.ndenumerate(normalised):
+        axis.text(
+            col, row, f"{value:.2f}", ha="center", va="center", color="white" if value > 0.5 else "black", fontsize=8
+        )
+    axis.set(xticks=range(len(CLASSES)), yticks=range(len(CLASSES)), xticklabels=CLASSES, yticklabels=CLASSES)
+    axis.set(xlabel="predicted", ylabel="true", title=title)
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_history(history: pd.DataFrame, path: Path) -> None:
+    """Loss and validation balanced accuracy per epoch, both phases, with the phase change marked."""
+    figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = np.arange(1, len(history) + 1)
+    for column, axis in (("loss", loss_axis), ("val_loss", loss_axis), ("val_balanced_accuracy", score_axis)):
+        if column in history:
+            axis.plot(epochs, history[column], marker="o", label=column)
+    for axis in (loss_axis, score_axis):
+        changes = np.flatnonzero(history["phase"].to_numpy()[1:] != history["phase"].to_numpy()[:-1])
+        for change in changes:
+            axis.axvline(change + 1.5, color="grey", linestyle="--", linewidth=1)
+        axis.set_xlabel("epoch (dashed line: fine-tuning starts)")
+        axis.legend()
+    score_axis.set_ylim(0, 1)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def load_reference(run: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image ids, labels and float probabilities of one split from a run's ``reference.npz``."""
+    path = run / "reference.npz"
+    if not path.exists():
+        raise ToolkitError(f"no reference.npz in {run}: is it a finished training run?")
+    with np.load(path) as reference:
+        if f"{split}_probs" not in reference:
+            raise ToolkitError(f"{path} holds no {split} split")
+        return reference[f"{split}_ids"], reference[f"{split}_labels"], reference[f"{split}_probs"]
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def evaluate_runs(runs: list[Path], split: str = "test") -> dict:
+    """Run each run's best model on ``split`` of its manifest and score the mean of their probabilities."""
+    import keras
+
+    from toolkit.data.images import load_images
+    from toolkit.data.readers import read_manifest
+    from toolkit.train import predict
+
+    probs, ids, labels = [], None, None
+    for run in runs:
+        if not (run / "model.keras").exists():
+            raise ToolkitError(f"no model.keras in {run}: is it a finished training run?")
+        config = json.loads((run / "config.json").read_text())
+        table = read_manifest(run / "splits.csv").table
+        rows = table[table["split"] == split].sort_values("image_id")
+        if ids is not None and not np.array_equal(rows["image_id"].to_numpy(), ids):
+            raise ToolkitError(f"{run} was split differently from {runs[0]}: an ensemble needs the same {split} images")
+        ids, labels = rows["image_id"].to_numpy(), rows["label"].map(CLASSES.index).to_numpy()
+        images = load_images(rows["path"].tolist(), config["input_size"], config["resize_mode"]).images
+        model = keras.saving.load_model(run / "model.keras")
+        probs.append(predict(model, images, f"{run.name} on {split}"))
+    return compute_metrics(labels, np.mean(probs, axis=0))

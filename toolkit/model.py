@@ -1,0 +1,177 @@
+"""Backbones in a registry, and the classifier built around them with the BatchNorm fix.
+
+The classifier takes raw RGB in [0, 255] (uint8 batches or pixels from an app) and normalises inside
+the graph, each backbone as its ``keras.applications`` preprocessing does, so an exported model needs
+no preprocessing beyond resizing.
+
+The BatchNorm fix: the backbone is always called with ``training=False`` and its BatchNorm layers are
+never trainable, so fine-tuning batches never replace the pretrained moving statistics and training
+and inference normalise alike (the Keras 2.2.4 trap: frozen BN layers trained on batch statistics).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from toolkit.classes import CLASSES
+from toolkit.errors import ToolkitError
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406]) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225]) * 255
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone, normalise its input, and where fine-tuning may start."""
+
+    build: Callable[..., keras.Model]
+    preprocessing: str  # "tf": [-1, 1]; "torch": ImageNet mean/std
+    default_size: int
+    boundaries: dict[str, str]  # boundary name -> first layer (by name prefix) that fine-tunes
+    default_boundary: str
+    alphas: tuple[float, ...] = ()
+
+
+def _mobilenet_v2(alpha: float, **kwargs) -> keras.Model:
+    return keras.applications.MobileNetV2(alpha=alpha, **kwargs)
+
+
+def _densenet(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
+    return lambda alpha, **kwargs: builder(**kwargs)
+
+
+_DENSENET_BOUNDARIES = {"conv5": "conv5_"}
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "mobilenet_v2": BackboneSpec(
+        _mobilenet_v2,
+        "tf",
+        224,
+        {"block_13": "block_13_", "block_16": "block_16_"},
+        "block_13",
+        alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+    ),
+    "densenet121": BackboneSpec(_densenet(keras.applications.DenseNet121), "torch", 224, _DENSENET_BOUNDARIES, "conv5"),
+    "densenet169": BackboneSpec(_densenet(keras.applications.DenseNet169), "torch", 224, _DENSENET_BOUNDARIES, "conv5"),
+    "densenet201": BackboneSpec(_densenet(keras.applications.DenseNet201), "torch", 224, _DENSENET_BOUNDARIES, "conv5"),
+}
+
+
+def backbone_spec(arch: str) -> BackboneSpec:
+    if arch not in BACKBONES:
+        raise ToolkitError(f"unknown architecture {arch!r}; expected one of {', '.join(BACKBONES)}")
+    return BACKBONES[arch]
+
+
+def normalisation_layer(arch: str) -> keras.layers.Layer:
+    """The backbone's ``keras.applications`` preprocessing as a layer, so it travels inside the model."""
+    if backbone_spec(arch).preprocessing == "tf":
+        return keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")
+    return keras.layers.Normalization(mean=IMAGENET_MEAN, variance=IMAGENET_STD**2, name="normalise")
+
+
+def keras_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def build_backbone(arch: str, input_size: int, weights: str = "imagenet", alpha: float = 1.0) -> keras.Model:
+    """A headless backbone; ``weights`` is ``imagenet``, ``none`` or the path to a weights file."""
+    spec = backbone_spec(arch)
+    if spec.alphas and alpha not in spec.alphas:
+        raise ToolkitError(f"received alpha={alpha} for {arch}; expected one of {', '.join(map(str, spec.alphas))}")
+    if weights not in ("imagenet", "none") and not Path(weights).is_file():
+        raise ToolkitError(f"weights file not found: {weights}")
+    shape = (input_size, input_size, 3)
+    try:
+        backbone = spec.build(
+            alpha, include_top=False, weights=None if weights != "imagenet" else "imagenet", input_shape=shape
+        )
+    except ValueError as error:
+        raise ToolkitError(f"{arch} cannot take input size {input_size}: {str(error).splitlines()[0]}") from None
+    except Exception as error:  # Keras raises a bare Exception when the download fails
+        url = re.search(r"https?://\S+?\.h5", str(error))
+        if weights != "imagenet" or url is None:
+            raise
+        name = url.group(0).rsplit("/", 1)[1]
+        raise ToolkitError(
+            f"ImageNet weights for {arch} could not be downloaded: put {name} in {keras_cache_dir()}/ "
+            f"(or pass --weights PATH, or --weights none)"
+        ) from None
+    if weights not in ("imagenet", "none"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # Keras only warns when it skips layers that do not match
+                backbone.load_weights(weights)
+        except (ValueError, OSError, KeyError, UserWarning) as error:
+            raise ToolkitError(f"weights file {weights} does not fit {arch}: {str(error).splitlines()[0]}") from None
+    return backbone
+
+
+def build_classifier(
+    arch: str,
+    input_size: int | None = None,
+    weights: str = "imagenet",
+    alpha: float = 1.0,
+    dropout: float = 0.2,
+    bn_fix: bool = True,
+) -> keras.Model:
+    """Raw RGB in, class probabilities out: normalise -> backbone -> global pooling -> dropout -> softmax.
+
+    ``bn_fix=False`` rebuilds the original failure (backbone called in training mode, BatchNorm
+    trainable) for ablations and tests; never use it to ship a model.
+    """
+    input_size = input_size or backbone_spec(arch).default_size
+    backbone = build_backbone(arch, input_size, weights, alpha)
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    x = normalisation_layer(arch)(inputs)
+    # The BatchNorm fix: inference mode always, so moving statistics stay the pretrained ones.
+    x = backbone(x, training=False) if bn_fix else backbone(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    head = keras.Sequential(
+        [keras.layers.Dropout(dropout), keras.layers.Dense(len(CLASSES), activation="softmax", dtype="float32")],
+        name="head",
+    )
+    return keras.Model(inputs, head(x), name=f"{arch}_lesions")
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name != "head")
+
+
+def boundary_index(backbone: keras.Model, arch: str, boundary: str | int) -> int:
+    """Index of the first backbone layer that fine-tunes: a named boundary, or the last N layers."""
+    if isinstance(boundary, int) or str(boundary).isdigit():
+        count = int(boundary)
+        if not 0 < count <= len(backbone.layers):
+            raise ToolkitError(f"fine-tune layer count {count} must be in 1..{len(backbone.layers)} for {arch}")
+        return len(backbone.layers) - count
+    boundaries = backbone_spec(arch).boundaries
+    if boundary not in boundaries:
+        raise ToolkitError(
+            f"unknown fine-tune boundary {boundary!r} for {arch}; "
+            f"expected one of {', '.join(boundaries)} or a layer count"
+        )
+    return next(i for i, layer in enumerate(backbone.layers) if layer.name.startswith(boundaries[boundary]))
+
+
+def set_phase(model: keras.Model, arch: str, phase: str, boundary: str | int, bn_fix: bool = True) -> None:
+    """``head``: only the head trains. ``finetune``: the head and the backbone from the boundary on.
+
+    With the BatchNorm fix, BatchNorm layers stay frozen in both phases. Recompile after calling this.
+    """
+    backbone = backbone_of(model)
+    backbone.trainable = True
+    start = boundary_index(backbone, arch, boundary) if phase == "finetune" else len(backbone.layers)
+    for index, layer in enumerate(backbone.layers):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = not bn_fix  # the original workaround left every BatchNorm trainable
+        else:
+            layer.trainable = index >= start

@@ -1,0 +1,287 @@
+"""Two-phase transfer learning from a split manifest to a run folder with the float reference.
+
+Phase 1 trains the new head on a frozen backbone (on cached backbone features when phase 1 has no
+augmentation: the fast path on CPU); phase 2 fine-tunes from the boundary at a lower learning rate.
+Both phases keep BatchNorm in inference mode (see :mod:`toolkit.model`). The run is built in
+``NAME.partial/`` and renamed to ``NAME/`` when complete, so an interrupted run is never mistaken
+for a finished one, and ``resume=True`` picks it up from its last completed epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from toolkit.classes import CLASSES
+from toolkit.data.images import RESIZE_MODES, load_images
+from toolkit.data.pipeline import AugmentConfig, ImageBatches, class_weights
+from toolkit.data.readers import SPLITS, check_classes, read_manifest
+from toolkit.data.split import limit_per_split, prepare_splits, write_manifest
+from toolkit.errors import ToolkitError
+from toolkit.evaluate import compute_metrics, plot_confusion, plot_history, write_json
+from toolkit.model import backbone_spec, build_classifier, set_phase
+
+PHASES = ("head", "finetune")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything needed to rerun a training run; saved as ``config.json`` in the run folder."""
+
+    data: str = ""  # any layout the data layer reads, or a split manifest
+    arch: str = "mobilenet_v2"
+    alpha: float = 1.0
+    input_size: int = 0  # 0: the backbone's default
+    weights: str = "imagenet"  # imagenet, none, or a path
+    resize_mode: str = "squash"
+    boundary: str = ""  # "": the backbone's default; a name or a layer count
+    epochs_head: int = 3
+    epochs_finetune: int = 10
+    batch_size: int = 32
+    lr_head: float = 1e-3
+    lr_finetune: float = 1e-4
+    optimizer: str = "adam"  # adam or adamw
+    weight_decay: float = 1e-4  # adamw only
+    label_smoothing: float = 0.0
+    dropout: float = 0.2
+    imbalance: str = "class_weight"  # class_weight, oversample or none
+    class_weight_power: float = 1.0  # 0.5: square-root class weights
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    augment_head: bool = False  # False: phase 1 trains on cached backbone features
+    bn_fix: bool = True
+    patience: int = 5
+    limit: int = 0  # 0: no limit; else at most this many images per split
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 0
+
+    @classmethod
+    def from_json(cls, payload: dict) -> TrainConfig:
+        augment = payload.get("augment")
+        return cls(**{**payload, "augment": AugmentConfig(**augment) if augment else None})
+
+
+def training_device() -> str:
+    """Which device trains under the current Keras backend, in words, for the record."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return f"{device.platform}: {device.device_kind}"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"gpu: {gpus[0].name}" if gpus else f"cpu: {platform.processor() or platform.machine()}"
+
+
+def predict(model: keras.Model, images: np.ndarray, desc: str = "predicting", batch_size: int = 64) -> np.ndarray:
+    """``model`` over ``images`` in batches, with a progress bar; the same code on every backend."""
+    starts = range(0, len(images), batch_size)
+    batches = (np.asarray(model.predict_on_batch(images[i : i + batch_size])) for i in starts)
+    return np.concatenate(list(tqdm(batches, total=len(starts), desc=desc, leave=False, disable=None)))
+
+
+def _optimizer(config: TrainConfig, learning_rate: float) -> keras.optimizers.Optimizer:
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(learning_rate)
+
+
+class EpochReport(keras.callbacks.Callback):
+    """Validation balanced accuracy and loss after each epoch, the best full model, the history row.
+
+    It computes ``val_loss`` and ``val_balanced_accuracy`` itself (one pass over the validation
+    set) and puts them in the logs for the Keras callbacks after it.
+    """
+
+    def __init__(self, full_model, val_inputs, val_labels, run: Path, phase: str, state: dict, smoothing: float):
+        super().__init__()
+        self.full_model, self.val_inputs, self.val_labels = full_model, val_inputs, val_labels
+        self.run, self.phase, self.state, self.smoothing = run, phase, state, smoothing
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        from sklearn.metrics import balanced_accuracy_score
+
+        logs = logs if logs is not None else {}
+        probs = predict(self.model, self.val_inputs, "validating")
+        target = np.eye(len(CLASSES))[self.val_labels] * (1 - self.smoothing) + self.smoothing / len(CLASSES)
+        logs["val_loss"] = float(-(target * np.log(np.clip(probs, 1e-7, 1))).sum(axis=1).mean())
+        logs["val_balanced_accuracy"] = float(balanced_accuracy_score(self.val_labels, probs.argmax(axis=1)))
+        learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row = {"phase": self.phase, "epoch": epoch + 1, "learning_rate": learning_rate, **logs}
+        history = self.run / "history.csv"
+        rows = pd.read_csv(history) if history.exists() else pd.DataFrame()
+        if len(rows):
+            rows = rows[~((rows["phase"] == self.phase) & (rows["epoch"] == epoch + 1))]
+        pd.concat([rows, pd.DataFrame([row])]).to_csv(history, index=False)
+        best = self.state.get("best_val_balanced_accuracy", -1.0)
+        marker = ""
+        if logs["val_balanced_accuracy"] > best:
+            self.state["best_val_balanced_accuracy"] = logs["val_balanced_accuracy"]
+            self.full_model.save(self.run / "model.keras")
+            marker = "  * best, saved"
+        _save_state(self.run, self.state)
+        print(
+            f"{self.phase} epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}  "
+            f"val_loss {logs['val_loss']:.4f}  "
+            f"val_balanced_accuracy {logs['val_balanced_accuracy']:.4f}  lr {learning_rate:.2g}{marker}",
+            flush=True,
+        )
+
+
+def _save_state(run: Path, state: dict) -> None:
+    tmp = run / "state.json.tmp"
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, run / "state.json")
+
+
+def _prepare_table(config: TrainConfig, demo_root: Path | None) -> pd.DataFrame:
+    source = demo_root or Path(config.data)
+    if source.suffix.lower() == ".csv" and source.is_file() and "split" in pd.read_csv(source, nrows=0).columns:
+        table = read_manifest(source).table
+    else:
+        table = prepare_splits(source, val=config.val, test=config.test, seed=config.seed, check_images=False).table
+    if config.limit:
+        table = limit_per_split(table, config.limit, config.seed)
+    for split in SPLITS:
+        if not (table["split"] == split).any():
+            raise ToolkitError(f"the {split} split of {source} is empty")
+    check_classes(table[table["split"] == "train"], f"the train split of {source}")
+    return table
+
+
+def _validate(config: TrainConfig) -> None:
+    backbone_spec(config.arch)
+    if config.resize_mode not in RESIZE_MODES:
+        raise ToolkitError(f"unknown resize mode {config.resize_mode!r}; expected one of {', '.join(RESIZE_MODES)}")
+    if config.optimizer not in ("adam", "adamw"):
+        raise ToolkitError(f"unknown optimizer {config.optimizer!r}; expected adam or adamw")
+
+
+def _fit_phase(model, config, phase, run, state, train, val, features_model=None) -> None:
+    """One phase: compile, fit (resuming from its backup), and mark it done in the state."""
+    epochs = config.epochs_head if phase == "head" else config.epochs_finetune
+    set_phase(model, config.arch, phase, config.boundary or backbone_spec(config.arch).default_boundary, config.bn_fix)
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    learning_rate = config.lr_head if phase == "head" else config.lr_finetune
+    (train_images, train_labels), (val_images, val_labels) = train, val
+    if features_model is not None:  # the fast path: the frozen backbone runs once, the head trains on its output
+        head = model.get_layer("head")
+        fit_model = keras.Sequential([keras.Input(features_model.output.shape[1:]), head])
+        val_inputs = predict(features_model, val_images, "caching val features")
+        features = predict(features_model, train_images, "caching train features")
+        targets = np.eye(len(CLASSES), dtype=np.float32)[train_labels]
+        weights = (
+            class_weights(train_labels, config.class_weight_power)[train_labels]
+            if config.imbalance == "class_weight"
+            else None
+        )
+        data = {"x": features, "y": targets, "sample_weight": weights, "batch_size": config.batch_size, "shuffle": True}
+    else:
+        fit_model, val_inputs = model, val_images
+        augment = config.augment if phase == "finetune" or config.augment_head else None
+        batches = ImageBatches(
+            train_images,
+            train_labels,
+            config.batch_size,
+            shuffle=True,
+            augment=augment,
+            imbalance=config.imbalance,
+            class_weight_power=config.class_weight_power,
+            seed=config.seed + PHASES.index(phase),
+        )
+        data = {"x": batches}
+    fit_model.compile(_optimizer(config, learning_rate), loss)
+    callbacks = [
+        EpochReport(model, val_inputs, val_labels, run, phase, state, config.label_smoothing),
+        keras.callbacks.BackupAndRestore(str(run / f"backup_{phase}")),
+        keras.callbacks.EarlyStopping("val_balanced_accuracy", patience=config.patience, mode="max"),
+        keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.3, patience=max(1, config.patience // 2)),
+    ]
+    verbose = 1 if sys.stdout.isatty() else 2  # a progress bar on a terminal, a line per epoch in a log
+    fit_model.fit(**data, epochs=epochs, callbacks=callbacks, verbose=verbose if features_model is None else 0)
+    if phase == "head":
+        model.save_weights(run / "after_head.weights.h5")
+    state["done"] = [*state.get("done", []), phase]
+    _save_state(run, state)
+
+
+def train(
+    config: TrainConfig, out: Path, resume: bool = False, force: bool = False, demo_root: Path | None = None
+) -> Path:
+    """Train ``config`` into the run folder ``out`` and return it."""
+    partial = out.with_name(out.name + ".partial")
+    if out.exists() and not force:
+        raise ToolkitError(f"run folder {out} already exists: pass --force to replace it")
+    if resume:
+        if not (partial / "config.json").exists():
+            raise ToolkitError(f"nothing to resume: no interrupted run in {partial}")
+        config = TrainConfig.from_json(json.loads((partial / "config.json").read_text()))
+        table = read_manifest(partial / "splits.csv").table
+    else:
+        if partial.exists() and not force:
+            raise ToolkitError(
+                f"an interrupted run is in {partial}: pass --resume to continue it or --force to start over"
+            )
+        _validate(config)
+        table = _prepare_table(config, demo_root)
+    input_size = config.input_size or backbone_spec(config.arch).default_size
+    model = build_classifier(config.arch, input_size, config.weights, config.alpha, config.dropout, config.bn_fix)
+    if not resume:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        write_json(partial / "config.json", {**asdict(config), "input_size": input_size})
+        write_manifest(table, partial / "splits.csv")
+    state = json.loads((partial / "state.json").read_text()) if (partial / "state.json").exists() else {}
+    state.update(backend=keras.backend.backend(), device=training_device())
+
+    def split_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = table[table["split"] == split]
+        images = load_images(rows["path"].tolist(), input_size, config.resize_mode, desc=f"loading {split}").images
+        return images, rows["label"].map(CLASSES.index).to_numpy()
+
+    train_set, val_set = split_arrays("train"), split_arrays("val")
+    for phase in PHASES:
+        if phase in state.get("done", []):
+            continue
+        if phase == "finetune" and (partial / "after_head.weights.h5").exists():
+            model.load_weights(partial / "after_head.weights.h5")
+        cached = phase == "head" and not config.augment_head and config.bn_fix
+        features_model = keras.Model(model.input, model.get_layer("pool").output) if cached else None
+        _fit_phase(model, config, phase, partial, state, train_set, val_set, features_model)
+    _finish(partial, table, input_size, config, state, val_set)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(partial, out)
+    return out
+
+
+def _finish(run: Path, table: pd.DataFrame, input_size: int, config: TrainConfig, state: dict, val_set) -> None:
+    """Reference predictions, metrics and plots of the best model; clean up what only resuming needed."""
+    best = keras.saving.load_model(run / "model.keras")
+    test_rows = table[table["split"] == "test"]
+    test_images = load_images(test_rows["path"].tolist(), input_size, config.resize_mode, desc="loading test").images
+    reference, metrics = {"backend": state["backend"], "device": state["device"]}, {}
+    for split, (images, labels), ids in (
+        ("val", val_set, table.loc[table["split"] == "val", "image_id"]),
+        ("test", (test_images, test_rows["label"].map(CLASSES.index).to_numpy()), test_rows["image_id"]),
+    ):
+        probs = predict(best, images, f"reference on {split}").astype(np.float32)
+        reference.update({f"{split}_ids": ids.to_numpy(str), f"{split}_labels": labels, f"{split}_probs": probs})
+        metrics[split] = compute_metrics(labels, probs)
+    np.savez(run / "reference.npz", **reference)
+    write_json(run / "metrics.json", {"backend": state["backend"], "device": state["device"], **metrics})
+    plot_history(pd.read_csv(run / "history.csv"), run / "training_curves.png")
+    plot_confusion(metrics["test"]["confusion_matrix"], run / "confusion_matrix.png", f"{config.arch}, test split")
+    for leftover in ("after_head.weights.h5", "backup_head", "backup_finetune"):
+        path = run / leftover
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
