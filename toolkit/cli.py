@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from toolkit import __version__
@@ -67,27 +68,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if not args.resume and (args.data is None) == (not args.demo):
         raise ToolkitError("give the training data with --data DIR (or a split manifest), or --demo")
-    config = TrainConfig(
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    given.update(
         data=str(args.data or "demo"),
-        arch=args.arch,
-        alpha=args.alpha,
         input_size=args.input_size or (64 if args.demo else 0),
-        weights=args.weights,
-        resize_mode=args.resize_mode,
-        boundary=args.boundary,
-        epochs_head=args.epochs_head,
-        epochs_finetune=args.epochs_finetune,
-        batch_size=args.batch_size,
-        lr_head=args.lr_head,
-        lr_finetune=args.lr_finetune,
-        optimizer=args.optimizer,
-        label_smoothing=args.label_smoothing,
-        imbalance=args.imbalance,
-        class_weight_power=args.class_weight_power,
         augment=None if args.no_augment else AugmentConfig(),
-        limit=args.limit,
-        seed=args.seed,
     )
+    config = TrainConfig(**given)
     out = train(
         config, args.out, resume=args.resume, force=args.force, demo_root=ensure_demo_set() if args.demo else None
     )
@@ -99,9 +86,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from toolkit.evaluate import evaluate_runs
 
     runs = args.ensemble or [args.run]
-    if not runs or runs == [None]:
+    if runs == [None]:
         raise ToolkitError("give a run with --run DIR, or several with --ensemble DIR DIR ...")
-    metrics = evaluate_runs([Path(r) for r in runs], args.split)
+    metrics = evaluate_runs(runs, args.split)
     label = "ensemble of " + ", ".join(map(str, runs)) if args.ensemble else str(runs[0])
     print(f"{label}, {args.split} split ({metrics['images']} images)")
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc_ovr_macro", "ece"):

@@ -102,17 +102,6 @@ def plot_history(history: pd.DataFrame, path: Path) -> None:
     plt.close(figure)
 
 
-def load_reference(run: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image ids, labels and float probabilities of one split from a run's ``reference.npz``."""
-    path = run / "reference.npz"
-    if not path.exists():
-        raise ToolkitError(f"no reference.npz in {run}: is it a finished training run?")
-    with np.load(path) as reference:
-        if f"{split}_probs" not in reference:
-            raise ToolkitError(f"{path} holds no {split} split")
-        return reference[f"{split}_ids"], reference[f"{split}_labels"], reference[f"{split}_probs"]
-
-
 def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n")
 

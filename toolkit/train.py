@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from toolkit.classes import CLASSES
 from toolkit.data.images import RESIZE_MODES, load_images
 from toolkit.data.pipeline import AugmentConfig, ImageBatches, class_weights
-from toolkit.data.readers import SPLITS, check_classes, read_manifest
+from toolkit.data.readers import SPLITS, check_classes, detect_layout, read_manifest
 from toolkit.data.split import limit_per_split, prepare_splits, write_manifest
 from toolkit.errors import ToolkitError
 from toolkit.evaluate import compute_metrics, plot_confusion, plot_history, write_json
@@ -147,7 +147,7 @@ def _save_state(run: Path, state: dict) -> None:
 
 def _prepare_table(config: TrainConfig, demo_root: Path | None) -> pd.DataFrame:
     source = demo_root or Path(config.data)
-    if source.suffix.lower() == ".csv" and source.is_file() and "split" in pd.read_csv(source, nrows=0).columns:
+    if source.exists() and detect_layout(source) == "manifest":
         table = read_manifest(source).table
     else:
         table = prepare_splits(source, val=config.val, test=config.test, seed=config.seed, check_images=False).table
@@ -259,24 +259,20 @@ def train(
         cached = phase == "head" and not config.augment_head and config.bn_fix
         features_model = keras.Model(model.input, model.get_layer("pool").output) if cached else None
         _fit_phase(model, config, phase, partial, state, train_set, val_set, features_model)
-    _finish(partial, table, input_size, config, state, val_set)
+    _finish(partial, table, config, state, {"val": val_set, "test": split_arrays("test")})
     shutil.rmtree(out, ignore_errors=True)
     os.replace(partial, out)
     return out
 
 
-def _finish(run: Path, table: pd.DataFrame, input_size: int, config: TrainConfig, state: dict, val_set) -> None:
+def _finish(run: Path, table: pd.DataFrame, config: TrainConfig, state: dict, evaluated: dict) -> None:
     """Reference predictions, metrics and plots of the best model; clean up what only resuming needed."""
     best = keras.saving.load_model(run / "model.keras")
-    test_rows = table[table["split"] == "test"]
-    test_images = load_images(test_rows["path"].tolist(), input_size, config.resize_mode, desc="loading test").images
     reference, metrics = {"backend": state["backend"], "device": state["device"]}, {}
-    for split, (images, labels), ids in (
-        ("val", val_set, table.loc[table["split"] == "val", "image_id"]),
-        ("test", (test_images, test_rows["label"].map(CLASSES.index).to_numpy()), test_rows["image_id"]),
-    ):
+    for split, (images, labels) in evaluated.items():
+        ids = table.loc[table["split"] == split, "image_id"].to_numpy(str)
         probs = predict(best, images, f"reference on {split}").astype(np.float32)
-        reference.update({f"{split}_ids": ids.to_numpy(str), f"{split}_labels": labels, f"{split}_probs": probs})
+        reference.update({f"{split}_ids": ids, f"{split}_labels": labels, f"{split}_probs": probs})
         metrics[split] = compute_metrics(labels, probs)
     np.savez(run / "reference.npz", **reference)
     write_json(run / "metrics.json", {"backend": state["backend"], "device": state["device"], **metrics})
