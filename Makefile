@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+KERAS_MODELS := $${KERAS_HOME:-$$HOME/.keras}/models
 
 .PHONY: install demo test lint clean
 
@@ -20,12 +21,15 @@ $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev,jax]"
-	$(PY) -m pip install -q --no-deps tflite-support==0.4.4
+	$(PY) -m pip install -q --no-deps tflite-support==0.4.4 mediapipe==1.2.2
 	$(PY) -m toolkit.env
+	@# ImageNet weights shipped beside the checkout (as on our CI machines) go where Keras looks offline.
+	@if [ -d ../shared/weights ]; then mkdir -p $(KERAS_MODELS) && cp -n ../shared/weights/*.h5 $(KERAS_MODELS)/; fi
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m toolkit data --demo --out runs/demo_splits.csv
+	$(PY) -m toolkit train --demo --epochs-head 3 --epochs-finetune 3 --out runs/demo --force
+	$(PY) -m toolkit export --quantize --run runs/demo --force
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check toolkit tests benchmarks

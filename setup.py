@@ -1,5 +1,7 @@
 """Installs the ``toolkit`` package. tflite-support is installed separately by the Makefile with
-``--no-deps``: its protobuf<4 pin clashes with TensorFlow 2.21, and its metadata writers work without it."""
+``--no-deps``: its protobuf<4 pin clashes with TensorFlow 2.21, and its metadata writers work without it.
+So is mediapipe (tests only: an independent reader of the metadata), whose opencv-contrib-python would
+replace our headless OpenCV."""
 
 from setuptools import find_packages, setup
 
@@ -8,11 +10,13 @@ setup(
     version="0.1.0",
     description="Train skin-lesion classifiers and ship them into Flutter apps as int8 TFLite bundles",
     packages=find_packages(include=["toolkit", "toolkit.*"]),
+    package_data={"toolkit.export": ["templates/*"]},
     python_requires=">=3.11,<3.12",
     install_requires=[
         "tensorflow-cpu==2.21.*",
         "keras>=3.10,<4",
         "ai-edge-litert>=2.0",
+        "litert-quantizer>=0.11",
         "opencv-python-headless>=4.10",
         "scikit-learn>=1.5",
         "pandas>=2.2",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -45,3 +47,83 @@ def make_ham_subset(metadata: pd.DataFrame, root: Path, lesions_per_class: int =
 def ham_subset(ham_metadata: pd.DataFrame, tmp_path: Path) -> Path:
     """A writable HAM10000 folder with every image of 6 lesions per class (about 80 images)."""
     return make_ham_subset(ham_metadata, tmp_path / "ham")
+
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGENET_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+def toolkit_cli(
+    *args: str, check: bool = True, cwd: str | Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m toolkit ARGS`` in a fresh process, as a user runs it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "toolkit", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"python -m toolkit {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def keras_home(tmp_path_factory) -> Path:
+    """A Keras cache holding the shared ImageNet MobileNetV2 weights, so ``--weights imagenet`` loads offline."""
+    home = tmp_path_factory.mktemp("keras_home")
+    (home / "models").mkdir()
+    (home / "models" / IMAGENET_FILE).symlink_to(_require(WEIGHTS / IMAGENET_FILE))
+    return home
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, keras_home) -> Path:
+    """A small real run: ImageNet MobileNetV2 at 64x64, fine-tuned briefly on 120 HAM10000 images per split."""
+    out = tmp_path_factory.mktemp("runs") / "ham_small"
+    toolkit_cli(
+        "train",
+        "--data",
+        str(_require(HAM)),
+        "--arch",
+        "mobilenet_v2",
+        "--input-size",
+        "64",
+        "--weights",
+        "imagenet",
+        "--epochs-head",
+        "6",
+        "--lr-head",
+        "0.01",
+        "--epochs-finetune",
+        "1",
+        "--limit",
+        "120",
+        "--out",
+        str(out),
+        env={"KERAS_HOME": str(keras_home)},
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def int8_bundle(small_run, tmp_path_factory) -> Path:
+    """The default export of ``small_run``: full-integer int8 with uint8 input and output.
+
+    This tiny 64x64 model is far more sensitive to int8 than a real one and fails the default drift
+    gate (about 80% top-1 agreement), so it is published with ``--accept-drift``.
+    """
+    out = tmp_path_factory.mktemp("flutter_assets")
+    toolkit_cli(
+        "export",
+        "--run",
+        str(small_run),
+        "--quantize",
+        "--out",
+        str(out),
+        "--calibration-images",
+        "100",
+        "--accept-drift",
+    )
+    return out / small_run.name

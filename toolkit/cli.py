@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
+
 from toolkit import __version__
-from toolkit.errors import ToolkitError
+from toolkit.errors import GateFailed, ToolkitError
+from toolkit.export.convert import BACKENDS, IO_TYPES, QUANTIZATIONS
 
 
 def _print_splits(prepared, demo: bool) -> None:
@@ -97,6 +101,119 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from toolkit.export import ExportOptions, export_run
+    from toolkit.export.convert import Quantization
+
+    quantization = Quantization(
+        mode=args.quantize or "float32", io=args.io, backend=args.quantizer, allow_float_ops=args.allow_float_ops
+    )
+    given = {f.name: getattr(args, f.name) for f in fields(ExportOptions) if hasattr(args, f.name)}
+    gate = None if args.skip_drift else _gate(args)
+    bundle = export_run(ExportOptions(**given, quantization=quantization, gate=gate))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    size = manifest["files"]["model.tflite"]["bytes"] / 1e6
+    tensors = f"input {manifest['input']['dtype']} {manifest['input']['shape']}, output {manifest['output']['dtype']}"
+    print(f"wrote bundle {bundle}: {manifest['quantization']} model.tflite {size:.2f} MB, {tensors}")
+    return 0
+
+
+def _gate(args: argparse.Namespace):
+    from toolkit.drift import Gate
+
+    return Gate(args.min_agreement, args.max_balanced_accuracy_drop, args.max_recall_drop)
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from toolkit.bundle import Bundle
+    from toolkit.drift import GATE_FAILED, export_eval_pack, markdown, measure_drift, run_of, write_report
+
+    bundle = Bundle.open(args.bundle)
+    run = run_of(bundle, args.run)
+    if args.export_eval_pack:
+        out = export_eval_pack(bundle, run, args.split, args.export_eval_pack)
+        print(f"wrote eval pack {out}: {args.split} images resized for {bundle.path.name}, listed in eval_pack.csv")
+        return 0
+    report = measure_drift(bundle, run, args.split, _gate(args), args.predictions)
+    out = write_report(report, args.out or bundle.path / "drift")
+    print(markdown(report))
+    print(f"wrote {out}/drift.json, drift.md, drift.png")
+    return 0 if report["gate"]["passed"] else GATE_FAILED
+
+
+def _add_gate_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-agreement", type=float, default=0.98, help="top-1 agreement (default 0.98)")
+    parser.add_argument("--max-balanced-accuracy-drop", type=float, default=1.0, help="in points (default 1.0)")
+    parser.add_argument("--max-recall-drop", type=float, default=3.0, help="per class, in points (default 3.0)")
+
+
+def _thread_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ToolkitError(
+            f"--threads takes a comma-separated list of numbers, e.g. 1,2,4; received {text!r}"
+        ) from None
+    if not counts or min(counts) < 1:
+        raise ToolkitError(f"--threads must be positive numbers; received {text!r}")
+    return counts
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from toolkit.bench import bench_adb, bench_local, import_app_timings, table, write_json
+
+    threads = _thread_counts(args.threads)
+    if args.import_file:
+        report = import_app_timings(args.import_file)
+    elif not args.bundle:
+        raise ToolkitError("give at least one --bundle DIR (or --import FILE)")
+    elif args.adb:
+        if args.benchmark_binary is None:
+            raise ToolkitError("--adb needs --benchmark-binary PATH (TensorFlow Lite's benchmark_model for Android)")
+        if len(args.bundle) != 1:
+            raise ToolkitError("--adb benchmarks one --bundle at a time")
+        report = bench_adb(
+            args.bundle[0],
+            args.benchmark_binary,
+            args.serial,
+            threads,
+            args.runs,
+            args.warmup,
+            not args.no_xnnpack,
+            args.gpu,
+            args.nnapi,
+        )
+    else:
+        report = bench_local(args.bundle, threads, args.runs, args.warmup, not args.no_xnnpack, args.images)
+    print(table(report))
+    if args.json:
+        write_json(report, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from toolkit.bundle import Bundle
+
+    bundle = Bundle.open(args.bundle)
+    images = np.stack([bundle.preprocess(path) for path in args.images])
+    probs = bundle.predict(images)
+    results = []
+    for path, row in zip(args.images, probs, strict=True):
+        order = np.argsort(-row, kind="stable")[: args.top]
+        results.append(
+            {"image": str(path), "top": [{"label": bundle.labels[i], "probability": float(row[i])} for i in order]}
+        )
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for result in results:
+        print(result["image"])
+        for rank, entry in enumerate(result["top"], 1):
+            print(f"  {rank}. {entry['label']:<8s} {entry['probability']:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m toolkit", description=__doc__.split(":")[0])
     parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
@@ -120,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--skip-bad", action="store_true", help="skip missing or undecodable images and list them")
     data.add_argument("--no-image-check", action="store_true", help="do not decode every image to check it")
-    data.set_defaults(run=cmd_data)
+    data.set_defaults(handler=cmd_data)
 
     train = commands.add_parser("train", help="two-phase transfer learning into a run folder")
     train.add_argument("--data", type=Path, help="a dataset in any layout `data` reads, or a split manifest")
@@ -146,13 +263,80 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/NAME")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     train.add_argument("--force", action="store_true", help="replace an existing run folder")
-    train.set_defaults(run=cmd_train)
+    train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a run, or of an ensemble of runs")
     evaluate.add_argument("--run", type=Path)
     evaluate.add_argument("--ensemble", nargs="+", type=Path, help="average the probabilities of these runs")
     evaluate.add_argument("--split", default="test", choices=["val", "test"])
-    evaluate.set_defaults(run=cmd_evaluate)
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    export = commands.add_parser("export", help="a training run as a Flutter-ready TFLite bundle")
+    export.add_argument("--run", type=Path, help="run folder (default: the newest finished run under runs/)")
+    export.add_argument(
+        "--quantize",
+        nargs="?",
+        const="int8",
+        choices=QUANTIZATIONS,
+        help="int8 (full integer, the default when the flag has no value), float16 or dynamic; without it float32",
+    )
+    export.add_argument(
+        "--io", default="", choices=IO_TYPES, help="int8 only: input and output dtype (default uint8; int8 for litert)"
+    )
+    export.add_argument("--quantizer", default="tflite", choices=BACKENDS, help="int8 back end (default tflite)")
+    export.add_argument("--allow-float-ops", action="store_true", help="int8: accept ops that stay float")
+    export.add_argument("--calibration-images", type=int, default=300, help="class-stratified, from train")
+    export.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
+    export.add_argument("--out", type=Path, default=Path("flutter_assets"), help="parent folder of the bundle")
+    export.add_argument("--name", default="", help="bundle folder name (default: the run's name)")
+    export.add_argument("--labels", type=Path, help="label file, one per line in output order")
+    export.add_argument("--author", default="lesion-toolkit")
+    export.add_argument("--licence", default="", help="default: the training data's licence")
+    export.add_argument("--model-version", default="1.0.0")
+    export.add_argument("--force", action="store_true", help="replace an existing bundle")
+    export.add_argument("--skip-drift", action="store_true", help="do not run the drift gate")
+    export.add_argument("--drift-split", default="test", choices=["val", "test"], help="split the gate runs on")
+    export.add_argument("--accept-drift", action="store_true", help="publish the bundle even if the gate fails")
+    export.add_argument(
+        "--selective",
+        action="store_true",
+        help="int8 failing the gate: retry with more calibration, then with the worst layers in float",
+    )
+    _add_gate_flags(export)
+    export.set_defaults(handler=cmd_export)
+
+    drift = commands.add_parser("drift", help="an exported bundle against the run's float reference, gated")
+    drift.add_argument("--bundle", type=Path, required=True, help="bundle folder written by export")
+    drift.add_argument("--run", type=Path, help="training run (default: the run named in the bundle's manifest)")
+    drift.add_argument("--split", default="test", choices=["val", "test"])
+    drift.add_argument("--out", type=Path, help="report folder (default: BUNDLE/drift)")
+    drift.add_argument("--predictions", type=Path, help="device predictions (CSV or JSON lines) instead of the bundle")
+    drift.add_argument("--export-eval-pack", type=Path, metavar="DIR", help="write the split's resized images here")
+    _add_gate_flags(drift)
+    drift.set_defaults(handler=cmd_drift)
+
+    bench = commands.add_parser("bench", help="latency, memory and size of bundles, here or on a phone")
+    bench.add_argument("--bundle", type=Path, action="append", help="bundle folder; repeat to compare several")
+    bench.add_argument("--threads", default="1,2", help="thread counts, comma-separated (default 1,2)")
+    bench.add_argument("--runs", type=int, default=100, help="timed runs per bundle and thread count (>= 100)")
+    bench.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    bench.add_argument("--images", type=Path, help="folder of images to feed (default: random bytes)")
+    bench.add_argument("--no-xnnpack", action="store_true", help="the builtin kernels instead of XNNPACK")
+    bench.add_argument("--json", type=Path, help="also write the report as JSON here")
+    bench.add_argument("--adb", action="store_true", help="run benchmark_model on an Android device over adb")
+    bench.add_argument("--serial", help="adb device serial (default: the only device)")
+    bench.add_argument("--benchmark-binary", type=Path, help="TensorFlow Lite benchmark_model built for the device")
+    bench.add_argument("--gpu", action="store_true", help="--adb: the GPU delegate")
+    bench.add_argument("--nnapi", action="store_true", help="--adb: the NNAPI delegate")
+    bench.add_argument("--import", dest="import_file", type=Path, metavar="FILE", help="timings a Flutter app wrote")
+    bench.set_defaults(handler=cmd_bench)
+
+    predict = commands.add_parser("predict", help="classify images with an exported bundle")
+    predict.add_argument("--bundle", type=Path, required=True, help="bundle folder written by export")
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    predict.add_argument("--top", type=int, default=3, help="how many classes to show per image")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of a list")
+    predict.set_defaults(handler=cmd_predict)
     return parser
 
 
@@ -160,7 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices are not the user's concern
     try:
-        return args.run(args)
+        return args.handler(args)
+    except GateFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except ToolkitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

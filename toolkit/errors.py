@@ -3,3 +3,7 @@
 
 class ToolkitError(Exception):
     """Bad input or environment: the message says what and where, in one line."""
+
+
+class GateFailed(ToolkitError):
+    """The drift gate failed: exit code 1, so a release script can tell it from bad input (2)."""

@@ -108,23 +108,17 @@ def write_json(path: Path, payload: dict) -> None:
 
 def evaluate_runs(runs: list[Path], split: str = "test") -> dict:
     """Run each run's best model on ``split`` of its manifest and score the mean of their probabilities."""
-    import keras
-
     from toolkit.data.images import load_images
-    from toolkit.data.readers import read_manifest
+    from toolkit.runs import open_run
     from toolkit.train import predict
 
     probs, ids, labels = [], None, None
-    for run in runs:
-        if not (run / "model.keras").exists():
-            raise ToolkitError(f"no model.keras in {run}: is it a finished training run?")
-        config = json.loads((run / "config.json").read_text())
-        table = read_manifest(run / "splits.csv").table
-        rows = table[table["split"] == split].sort_values("image_id")
+    for path in runs:
+        run = open_run(path)
+        rows = run.rows(split)
         if ids is not None and not np.array_equal(rows["image_id"].to_numpy(), ids):
-            raise ToolkitError(f"{run} was split differently from {runs[0]}: an ensemble needs the same {split} images")
-        ids, labels = rows["image_id"].to_numpy(), rows["label"].map(CLASSES.index).to_numpy()
-        images = load_images(rows["path"].tolist(), config["input_size"], config["resize_mode"]).images
-        model = keras.saving.load_model(run / "model.keras")
-        probs.append(predict(model, images, f"{run.name} on {split}"))
+            raise ToolkitError(f"{path} was split differently from {runs[0]}: an ensemble needs the same {split} set")
+        ids, labels = rows["image_id"].to_numpy(), rows["label_index"].to_numpy()
+        images = load_images(rows["path"].tolist(), run.input_size, run.resize_mode).images
+        probs.append(predict(run.load_model(), images, f"{run.name} on {split}"))
     return compute_metrics(labels, np.mean(probs, axis=0))

@@ -1,0 +1,191 @@
+"""The drift gate: passes a good export, fails a broken one loudly, names the worst layers, and holds
+predictions made on a device to the same gate."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+from conftest import toolkit_cli
+
+from toolkit.classes import CLASSES
+from toolkit.drift import Gate, compare, gate_failures
+
+LOOSE = ["--min-agreement", "0", "--max-balanced-accuracy-drop", "100", "--max-recall-drop", "100"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, keras_home) -> Path:
+    """The demo model: confident, so int8 agrees with float on every test image."""
+    out = tmp_path_factory.mktemp("runs") / "demo"
+    toolkit_cli(
+        "train",
+        "--demo",
+        "--epochs-head",
+        "3",
+        "--epochs-finetune",
+        "3",
+        "--out",
+        str(out),
+        env={"KERAS_HOME": str(keras_home), "TOOLKIT_CACHE": str(tmp_path_factory.mktemp("cache"))},
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_bundle(demo_run, tmp_path_factory) -> Path:
+    """The demo run exported with the default gate, except per-class recall: the demo test split has 8 to 12
+    images per class, so one flipped image is 8 to 12 points, and a good export may flip one."""
+    out = tmp_path_factory.mktemp("assets")
+    result = toolkit_cli("export", "--run", str(demo_run), "--quantize", "--out", str(out), "--max-recall-drop", "13")
+    assert re.search(r"drift gate \(as asked\): top-1 agreement (100.00|98.51)%.*: passed", result.stdout)
+    return out / "demo"
+
+
+def test_gate_arithmetic():
+    labels = np.repeat(np.arange(7), 10)
+    before = np.eye(7)[labels] * 0.9 + 0.1 / 7
+    after = before.copy()
+    after[:2] = np.roll(after[:2], 1, axis=1)  # two akiec images now predicted as bcc
+    comparison = compare(labels, before, after)
+    assert comparison["top1_agreement"] == pytest.approx(68 / 70) and comparison["changed"] == [0, 1]
+    assert comparison["recall_drop_points"]["akiec"] == pytest.approx(20.0)
+    assert comparison["drop_points"]["balanced_accuracy"] == pytest.approx(100 * 0.2 / 7)
+    failures = gate_failures(comparison, Gate())
+    assert len(failures) == 3 and "akiec recall dropped 20.00 points" in failures[2]
+    assert gate_failures(comparison, Gate(0.9, 5.0, 25.0)) == []
+
+
+def test_a_good_export_passes_and_records_its_drift(demo_bundle):
+    manifest = json.loads((demo_bundle / "manifest.json").read_text())
+    assert manifest["drift"]["passed"] and manifest["drift"]["top1_agreement"] >= 0.98
+    exported, reference = manifest["metrics"]["exported"], manifest["metrics"]["float"]
+    assert exported["balanced_accuracy"] >= reference["balanced_accuracy"] - 0.01
+    report = json.loads((demo_bundle / "drift" / "drift.json").read_text())
+    assert report["device_drift"]["max_abs_prob_diff"] < 1e-4  # trained and checked on the same CPU
+    assert {p.name for p in (demo_bundle / "drift").iterdir()} == {"drift.json", "drift.md", "drift.png"}
+    standalone = toolkit_cli(
+        "drift", "--bundle", str(demo_bundle), "--max-recall-drop", "13", "--out", str(demo_bundle.parent / "report")
+    )
+    assert "Gate PASSED" in standalone.stdout
+
+
+def test_a_perturbed_output_layer_fails_the_gate_and_stays_out_of_place(demo_run, tmp_path):
+    broken = Path(shutil.copytree(demo_run, tmp_path / "runs" / "broken"))
+    model = keras.saving.load_model(broken / "model.keras")
+    dense = model.get_layer("head").layers[-1]
+    kernel, bias = dense.get_weights()
+    dense.set_weights([np.random.default_rng(0).permutation(kernel.T).T, bias])  # classes swapped around
+    model.save(broken / "model.keras")
+    out = tmp_path / "assets"
+    result = toolkit_cli("export", "--run", str(broken), "--quantize", "--out", str(out), check=False)
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(err) == 1 and "drift gate failed for" in err[0], result.stderr[-2000:]
+    assert not (out / "broken").exists()
+    report = json.loads((out / ".broken.rejected" / "drift" / "drift.json").read_text())
+    assert not report["gate"]["passed"] and report["device_drift"]["top1_agreement"] < 0.5
+    accepted = toolkit_cli("export", "--run", str(broken), "--quantize", "--out", str(out), "--accept-drift")
+    assert "publishing anyway" in accepted.stdout
+    assert json.loads((out / "broken" / "manifest.json").read_text())["drift"]["passed"] is False
+
+
+def test_selective_names_the_worst_layers_and_prices_each_retry(small_run, tmp_path):
+    out = tmp_path / "assets"
+    result = toolkit_cli(
+        "export",
+        "--run",
+        str(small_run),
+        "--quantize",
+        "--out",
+        str(out),
+        "--selective",
+        "--calibration-images",
+        "40",
+        "--accept-drift",
+    )
+    assert "finding the layers int8 hurts most" in result.stdout
+    manifest = json.loads((out / "ham_small" / "manifest.json").read_text())
+    attempts = manifest["drift"]["attempts"]
+    assert attempts[0]["attempt"] == "as asked" and attempts[1]["calibration_images"] == 120
+    assert all(a["model_bytes"] > 0 and a["latency_ms_2_threads"] > 0 for a in attempts)
+    report = json.loads((out / "ham_small" / "drift" / "drift.json").read_text())
+    assert (
+        len(report["layers"]) == 10
+        and report["layers"][0]["rmse_over_scale"] >= report["layers"][-1]["rmse_over_scale"]
+    )
+    assert "Layers with the largest int8 error" in (out / "ham_small" / "drift" / "drift.md").read_text()
+    if len(attempts) == 3:  # the third attempt keeps the five worst layers in float: bigger, and float ops inside
+        assert len(manifest["float_layers"]) == 5 or manifest["drift"]["passed"]
+
+
+def _run_like_a_phone(pack: Path, bundle: Path) -> list[dict]:
+    """What an app does with the eval pack: PNG bytes in unchanged, raw output tensor values out."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    interpreter = Interpreter(model_path=str(bundle / "model.tflite"))
+    interpreter.allocate_tensors()
+    records = []
+    for row in pd.read_csv(pack / "eval_pack.csv").itertuples():
+        rgb = cv2.cvtColor(cv2.imread(str(pack / row.file)), cv2.COLOR_BGR2RGB)
+        interpreter.set_tensor(
+            interpreter.get_input_details()[0]["index"], rgb[None].astype(manifest["input"]["dtype"])
+        )
+        interpreter.invoke()
+        raw = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0]
+        records.append({"image_id": row.image_id, "output": raw.tolist()})
+    return records
+
+
+def test_device_predictions_round_trip_through_the_eval_pack(demo_bundle, tmp_path):
+    pack = tmp_path / "pack"
+    toolkit_cli("drift", "--bundle", str(demo_bundle), "--export-eval-pack", str(pack))
+    listing = pd.read_csv(pack / "eval_pack.csv")
+    assert len(listing) == 67 and (pack / listing["file"][0]).exists()
+    records = _run_like_a_phone(pack, demo_bundle)
+    jsonl = tmp_path / "phone.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
+    here = json.loads((demo_bundle / "drift" / "drift.json").read_text())["total"]
+    toolkit_cli("drift", "--bundle", str(demo_bundle), "--predictions", str(jsonl), "--out", str(tmp_path / "r1"))
+    phone = json.loads((tmp_path / "r1" / "drift.json").read_text())["total"]
+    assert phone["top1_agreement"] == here["top1_agreement"]
+    assert phone["mean_abs_prob_diff"] == pytest.approx(here["mean_abs_prob_diff"], abs=1e-6)
+    scale = json.loads((demo_bundle / "manifest.json").read_text())["output"]["scale"]
+    probabilities = pd.DataFrame([np.array(r["output"]) * scale for r in records], columns=list(CLASSES))
+    probabilities.insert(0, "image_id", [r["image_id"] for r in records])
+    probabilities[::-1].to_csv(tmp_path / "phone.csv", index=False)  # order does not matter
+    toolkit_cli(
+        "drift",
+        "--bundle",
+        str(demo_bundle),
+        "--predictions",
+        str(tmp_path / "phone.csv"),
+        "--out",
+        str(tmp_path / "r2"),
+    )
+    assert json.loads((tmp_path / "r2" / "drift.json").read_text())["total"]["top1_agreement"] == here["top1_agreement"]
+    probabilities.head(10).to_csv(tmp_path / "short.csv", index=False)
+    short = toolkit_cli(
+        "drift", "--bundle", str(demo_bundle), "--predictions", str(tmp_path / "short.csv"), check=False
+    )
+    assert short.returncode == 2 and "lack 57 test image(s)" in short.stderr
+
+
+def test_exit_codes(demo_bundle, int8_bundle, tmp_path):
+    passing = toolkit_cli(
+        "drift", "--bundle", str(demo_bundle), "--max-recall-drop", "13", "--out", str(tmp_path / "a")
+    )
+    assert passing.returncode == 0
+    strict = toolkit_cli(
+        "drift", "--bundle", str(int8_bundle), "--min-agreement", "1.01", "--out", str(tmp_path / "b"), check=False
+    )
+    assert strict.returncode == 1 and "Gate FAILED" in strict.stdout
+    assert toolkit_cli("drift", "--bundle", str(int8_bundle), *LOOSE, "--out", str(tmp_path / "c")).returncode == 0
+    missing = toolkit_cli("drift", "--bundle", str(tmp_path / "nope"), check=False)
+    assert missing.returncode == 2 and "bundle folder not found" in missing.stderr

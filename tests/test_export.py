@@ -1,0 +1,195 @@
+"""Export: int8 is integer-only, metadata reads back (also in MediaPipe), every preset and back end
+runs and agrees with the float model, calibration is stratified, and bad input writes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import HAM, toolkit_cli
+
+from toolkit.bundle import Bundle
+from toolkit.classes import CLASSES
+from toolkit.errors import ToolkitError
+from toolkit.export.calibration import stratified_sample
+from toolkit.export.convert import Quantization, check_integer_only, convert, float_ops
+from toolkit.export.metadata import read_metadata
+from toolkit.runs import open_run
+
+REAL_IMAGES = sorted((HAM / "images").glob("*.jpg"))[::700][:12]
+
+
+@pytest.fixture(scope="module")
+def test_images(small_run) -> tuple[np.ndarray, np.ndarray]:
+    """The run's test split as the bundle feeds it, and the float Keras model's probabilities on it."""
+    run = open_run(small_run)
+    rows = run.rows("test")
+    from toolkit.data.images import load_images
+
+    images = load_images(rows["path"].tolist(), run.input_size, run.resize_mode).images
+    return images, np.asarray(run.load_model().predict(images.astype(np.float32), verbose=0))
+
+
+def test_int8_export_is_integer_only_with_raw_byte_input(int8_bundle):
+    model = (int8_bundle / "model.tflite").read_bytes()
+    assert float_ops(model) == []
+    manifest = json.loads((int8_bundle / "manifest.json").read_text())
+    assert manifest["quantization"] == "int8" and manifest["quantizer"] == "tflite"
+    calibration = manifest["source"]["calibration"]
+    assert calibration["images"] == 100 and all(n > 0 for n in calibration["per_class"].values())
+    assert manifest["output"]["scale"] == pytest.approx(1 / 256)
+    assert manifest["metrics"]["float"]["balanced_accuracy"] > 0
+
+
+def test_metadata_reads_back_with_labels_and_normalisation(int8_bundle):
+    found, files = read_metadata((int8_bundle / "model.tflite").read_bytes())
+    assert files["labels.txt"].decode().splitlines() == list(CLASSES)
+    assert found["name"] == "ham_small" and "HAM10000" in found["license"] and found["version"] == "1.0.0"
+    image = found["subgraph_metadata"][0]["input_tensor_metadata"][0]
+    assert image["name"] == "image" and image["content"]["content_properties"]["color_space"] == "RGB"
+    assert image["process_units"][0]["options"] == {"mean": [0.0], "std": [1.0]}
+    assert image["stats"] == {"max": [255.0], "min": [0.0]}
+
+
+def test_mediapipe_image_classifier_reads_the_bundle(int8_bundle):
+    """MediaPipe reads labels and tensor types from the metadata alone, as an app's classifier task does."""
+    mp = pytest.importorskip("mediapipe")
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    options = vision.ImageClassifierOptions(
+        base_options=BaseOptions(model_asset_path=str(int8_bundle / "model.tflite")), max_results=7
+    )
+    bundle = Bundle.open(int8_bundle)
+    images = np.stack([bundle.preprocess(p) for p in REAL_IMAGES])  # resized as the manifest says
+    ours = bundle.predict(images)
+    step = bundle.manifest["output"]["scale"]
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        for image, probs in zip(images, ours, strict=True):
+            frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+            categories = classifier.classify(frame).classifications[0].categories
+            scores = {c.category_name: c.score for c in categories}
+            assert sorted(scores) == sorted(CLASSES)
+            assert all(CLASSES[c.index] == c.category_name for c in categories)
+            assert np.abs(np.array([scores[name] for name in CLASSES]) - probs).max() <= step + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("quantization", "io_dtype"),
+    [
+        (Quantization("float32"), "float32"),
+        (Quantization("float16"), "float32"),
+        (Quantization("dynamic"), "float32"),
+        (Quantization("int8", io="int8"), "int8"),
+        (Quantization("int8", io="float32"), "float32"),
+        (Quantization("int8", backend="litert"), "int8"),
+    ],
+    ids=["float32", "float16", "dynamic", "int8-io-int8", "int8-io-float32", "int8-litert"],
+)
+def test_every_preset_and_back_end_agrees_with_the_float_model(
+    quantization, io_dtype, small_run, tmp_path, test_images
+):
+    args = ["export", "--run", str(small_run), "--out", str(tmp_path), "--calibration-images", "60", "--skip-drift"]
+    if quantization.mode != "float32":
+        args += ["--quantize", quantization.mode, "--io", quantization.io, "--quantizer", quantization.backend]
+    toolkit_cli(*args)
+    bundle = Bundle.open(tmp_path / small_run.name)
+    assert bundle.manifest["input"]["dtype"] == io_dtype and bundle.manifest["output"]["dtype"] == io_dtype
+    images, reference = test_images
+    probs = bundle.predict(images)
+    agreement = (probs.argmax(1) == reference.argmax(1)).mean()
+    # This tiny 64x64 model is far more sensitive to int8 than a real one (about 0.8 top-1 agreement here);
+    # a broken export (wrong scale, normalised twice, wrong colour order) falls to chance, about 0.2.
+    floor, mean_error = {"float32": (1.0, 1e-4), "float16": (0.95, 0.01)}.get(quantization.mode, (0.7, 0.08))
+    assert agreement >= floor and np.abs(probs - reference).mean() < mean_error, agreement
+
+
+def test_float_ops_are_named_and_refused(small_run):
+    model = open_run(small_run).load_model()
+    float16 = convert(model, 64, Quantization("float16"))
+    found = float_ops(float16)
+    assert sum(op == "CONV_2D" for op, _ in found) == 35
+    with pytest.raises(ToolkitError, match=r"op\(s\) stayed float \(.*CONV_2D x35.*--allow-float-ops"):
+        check_integer_only(float16, Quantization("int8"))
+    check_integer_only(float16, Quantization("int8", allow_float_ops=True))
+
+
+def test_calibration_sample_is_stratified_and_seeded():
+    table = pd.DataFrame(
+        {"image_id": [f"i{n}" for n in range(1000)], "label": np.repeat(CLASSES, [30, 50, 110, 10, 110, 670, 20])}
+    )
+    sample = stratified_sample(table, 300, seed=1)
+    counts = sample["label"].value_counts()
+    assert len(sample) == 300 and set(counts.index) == set(CLASSES)
+    assert counts["df"] == 10 and counts["nv"] > counts["mel"] > counts["vasc"]  # every df; nv still the most
+    assert sample.equals(stratified_sample(table, 300, seed=1))
+    assert not sample.equals(stratified_sample(table, 300, seed=2))
+    with pytest.raises(ToolkitError, match="has no df images"):
+        stratified_sample(table[table["label"] != "df"], 300)
+
+
+def test_predict_prints_the_top_classes(int8_bundle):
+    out = toolkit_cli("predict", "--bundle", str(int8_bundle), "--top", "2", *map(str, REAL_IMAGES[:2])).stdout
+    lines = out.strip().splitlines()
+    assert lines[0].endswith(REAL_IMAGES[0].name) and len(lines) == 6
+    label, probability = lines[1].split()[1:]
+    assert label in CLASSES and 0 <= float(probability) <= 1
+
+
+def _one_line_error(result, message: str) -> None:
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(err) == 1 and message in err[0], result.stderr[-2000:]
+
+
+def test_bad_input_gets_one_line_and_leaves_nothing(small_run, int8_bundle, tmp_path):
+    runs = tmp_path / "runs"
+    no_model = runs / "no_model"
+    shutil.copytree(small_run, no_model, ignore=shutil.ignore_patterns("model.keras"))
+    corrupt = runs / "corrupt"
+    shutil.copytree(small_run, corrupt)
+    (corrupt / "model.keras").write_bytes(b"not a zip file")
+    no_df = runs / "no_df"
+    shutil.copytree(small_run, no_df)
+    manifest = pd.read_csv(small_run / "splits.csv")
+    manifest[~((manifest["split"] == "train") & (manifest["label"] == "df"))].to_csv(no_df / "splits.csv", index=False)
+    six_labels = tmp_path / "six.txt"
+    six_labels.write_text("\n".join(CLASSES[:6]) + "\n")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    out = tmp_path / "assets"
+    cases = [
+        (["--run", str(no_model)], "no model.keras in"),
+        (["--run", str(corrupt)], f"cannot load {corrupt / 'model.keras'}"),
+        (["--run", str(no_df)], "has no df images"),
+        (["--run", str(small_run), "--labels", str(six_labels)], "has 6 labels but the model has 7 outputs"),
+        (["--run", str(small_run), "--quantizer", "litert", "--io", "uint8"], "pass --io int8"),
+        (["--run", str(tmp_path / "missing")], "run folder not found"),
+    ]
+    for extra, message in cases:
+        _one_line_error(toolkit_cli("export", "--quantize", "--out", str(out), *extra, check=False), message)
+    assert not out.exists() or not any(out.iterdir())
+    cannot_write = toolkit_cli("export", "--run", str(small_run), "--out", str(blocker / "sub"), check=False)
+    _one_line_error(cannot_write, "cannot write to")
+    exists = toolkit_cli("export", "--run", str(small_run), "--out", str(int8_bundle.parent), check=False)
+    _one_line_error(exists, "already exists: pass --force")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_run = toolkit_cli("export", "--quantize", check=False, cwd=str(empty))
+    _one_line_error(no_run, "make demo")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty", "runs", "six.txt"]
+
+
+def test_predict_refuses_a_bundle_whose_labels_disagree(int8_bundle, tmp_path):
+    broken = Path(shutil.copytree(int8_bundle, tmp_path / "broken"))
+    (broken / "labels.txt").write_text("a\nb\n")
+    _one_line_error(
+        toolkit_cli("predict", "--bundle", str(broken), str(REAL_IMAGES[0]), check=False),
+        "has 2 labels but the model has 7 outputs",
+    )
+    _one_line_error(
+        toolkit_cli("predict", "--bundle", str(tmp_path / "nope"), str(REAL_IMAGES[0]), check=False),
+        "bundle folder not found",
+    )

@@ -1,0 +1,115 @@
+"""An exported bundle as an app sees it: ``manifest.json``, ``labels.txt`` and ``model.tflite``.
+
+Everything here follows the manifest, never the training run: resize as it says, feed bytes of the
+input dtype, dequantise the output with its scale and zero point. ``predict``, ``drift`` and
+``bench`` all run models through this one path, which is also the path the contract test and
+``lesion_classifier.dart`` spell out step by step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.data.images import decode_image, load_images, resize_image
+from toolkit.errors import ToolkitError
+
+MANIFEST, LABELS, MODEL = "manifest.json", "labels.txt", "model.tflite"
+SCHEMA_VERSION = 1
+
+
+def quantize_input(images: np.ndarray, dtype: str, scale: float, zero_point: int) -> np.ndarray:
+    """uint8 RGB images as the model's input dtype (raw bytes for uint8; shifted by 128 for int8)."""
+    if dtype == "float32":
+        return images.astype(np.float32)
+    quantized = np.round(images.astype(np.float32) / scale) + zero_point
+    info = np.iinfo(dtype)
+    return np.clip(quantized, info.min, info.max).astype(dtype)
+
+
+def dequantize_output(values: np.ndarray, dtype: str, scale: float, zero_point: int) -> np.ndarray:
+    return values.astype(np.float32) if dtype == "float32" else (values.astype(np.float32) - zero_point) * scale
+
+
+@dataclass
+class Bundle:
+    """A bundle folder, checked: the manifest, labels and model agree with each other."""
+
+    path: Path
+    manifest: dict
+    labels: list[str]
+
+    @classmethod
+    def open(cls, path: str | Path) -> Bundle:
+        path = Path(path)
+        if not path.is_dir():
+            raise ToolkitError(f"bundle folder not found: {path}")
+        for name in (MANIFEST, LABELS, MODEL):
+            if not (path / name).is_file():
+                raise ToolkitError(f"no {name} in bundle {path}: export one with `python -m toolkit export`")
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except json.JSONDecodeError as error:
+            raise ToolkitError(f"cannot parse {path / MANIFEST}: {error}") from None
+        if manifest.get("schema_version") != SCHEMA_VERSION:
+            raise ToolkitError(
+                f"{path / MANIFEST} has schema version {manifest.get('schema_version')!r}; "
+                f"this toolkit reads version {SCHEMA_VERSION}"
+            )
+        labels = (path / LABELS).read_text().splitlines()
+        outputs = manifest["output"]["shape"][-1]
+        if len(labels) != outputs:
+            raise ToolkitError(f"{path / LABELS} has {len(labels)} labels but the model has {outputs} outputs")
+        return cls(path=path, manifest=manifest, labels=labels)
+
+    @property
+    def input_size(self) -> int:
+        return int(self.manifest["input"]["shape"][1])
+
+    @property
+    def resize_mode(self) -> str:
+        return self.manifest["preprocessing"]["resize_mode"]
+
+    def load(self, paths: list[str], desc: str = "loading images") -> np.ndarray:
+        """Decode and resize image files exactly as the manifest says, as uint8 RGB."""
+        return load_images(paths, self.input_size, self.resize_mode, desc=desc).images
+
+    def preprocess(self, path: str | Path) -> np.ndarray:
+        return resize_image(decode_image(path), self.input_size, self.resize_mode)
+
+    def interpreter(self, threads: int | None = None, xnnpack: bool = True):
+        from toolkit.export.convert import interpreter
+
+        runner = interpreter(str(self.path / MODEL), threads=threads, xnnpack=xnnpack)
+        details = runner.get_input_details()[0]
+        expected = self.manifest["input"]["shape"]
+        if list(details["shape"]) != expected:
+            raise ToolkitError(
+                f"{self.path / MODEL} takes input {list(details['shape'])}, but {self.path / MANIFEST} says {expected}"
+            )
+        outputs = int(runner.get_output_details()[0]["shape"][-1])
+        if outputs != len(self.labels):
+            raise ToolkitError(
+                f"{self.path / MODEL} has {outputs} outputs but {self.path / LABELS} has {len(self.labels)} labels"
+            )
+        return runner
+
+    def predict(self, images: np.ndarray, threads: int | None = None, desc: str = "running the bundle") -> np.ndarray:
+        """Class probabilities for uint8 RGB images already resized as the manifest says."""
+        from tqdm.auto import tqdm
+
+        runner = self.interpreter(threads)
+        spec_in, spec_out = self.manifest["input"], self.manifest["output"]
+        index_in, index_out = runner.get_input_details()[0]["index"], runner.get_output_details()[0]["index"]
+        probs = np.empty((len(images), len(self.labels)), np.float32)
+        for i, image in enumerate(tqdm(images, desc=desc, unit="img", leave=False, disable=None)):
+            runner.set_tensor(
+                index_in, quantize_input(image[None], spec_in["dtype"], spec_in["scale"], spec_in["zero_point"])
+            )
+            runner.invoke()
+            raw = runner.get_tensor(index_out)[0]
+            probs[i] = dequantize_output(raw, spec_out["dtype"], spec_out["scale"], spec_out["zero_point"])
+        return probs

@@ -1,0 +1,324 @@
+"""Drift: an exported bundle against the run's float reference, with a gate that fails loudly.
+
+Three models answer on the same images: the **reference** (``reference.npz``, the float model on the
+machine that trained it, GPU or CPU), the **float model here** (``model.keras`` on this machine) and
+the **exported** model (the bundle's .tflite through the bundle's own preprocessing, or predictions a
+phone produced). Reference vs float-here is backend/device drift; float-here vs exported is
+quantization drift; the gate judges reference vs exported, what an app finally shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from toolkit.bundle import Bundle, dequantize_output
+from toolkit.classes import CLASSES
+from toolkit.errors import ToolkitError
+from toolkit.evaluate import compute_metrics
+from toolkit.runs import Run, open_run
+
+REPORT_FILES = ("drift.json", "drift.md", "drift.png")
+GATE_FAILED = 1
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Release thresholds: exported vs reference. Points are percentage points."""
+
+    min_agreement: float = 0.98
+    max_balanced_accuracy_drop: float = 1.0
+    max_recall_drop: float = 3.0
+
+
+def compare(labels: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict:
+    """How ``after`` differs from ``before`` on the same images: agreement, metric deltas, probability gaps."""
+    metrics_before, metrics_after = compute_metrics(labels, before), compute_metrics(labels, after)
+    changed = np.flatnonzero(before.argmax(1) != after.argmax(1))
+    eps = 1e-7
+    kl = (before * (np.log(before + eps) - np.log(after + eps))).sum(axis=1)
+    recall_drop = {
+        name: 100 * (metrics_before["per_class"][name]["recall"] - metrics_after["per_class"][name]["recall"])
+        for name in CLASSES
+        if metrics_before["per_class"][name]["support"]
+    }
+    headline = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
+    return {
+        "images": len(labels),
+        "top1_agreement": float(1 - len(changed) / len(labels)),
+        "before": {key: metrics_before[key] for key in headline},
+        "after": {key: metrics_after[key] for key in headline},
+        "drop_points": {key: 100 * (metrics_before[key] - metrics_after[key]) for key in headline[:3]},
+        "recall_drop_points": recall_drop,
+        "mean_abs_prob_diff": float(np.abs(before - after).mean()),
+        "max_abs_prob_diff": float(np.abs(before - after).max()),
+        "mean_kl_divergence": float(kl.mean()),
+        "changed": changed.tolist(),
+        "confusion_before": metrics_before["confusion_matrix"],
+        "confusion_after": metrics_after["confusion_matrix"],
+    }
+
+
+def gate_failures(comparison: dict, gate: Gate) -> list[str]:
+    """What breaks the gate, in words; empty when it passes."""
+    failures = []
+    if comparison["top1_agreement"] < gate.min_agreement:
+        failures.append(f"top-1 agreement {comparison['top1_agreement']:.2%} < {gate.min_agreement:.0%}")
+    drop = comparison["drop_points"]["balanced_accuracy"]
+    if drop > gate.max_balanced_accuracy_drop:
+        failures.append(f"balanced accuracy dropped {drop:.2f} points > {gate.max_balanced_accuracy_drop}")
+    for name, class_drop in comparison["recall_drop_points"].items():
+        if class_drop > gate.max_recall_drop:
+            failures.append(f"{name} recall dropped {class_drop:.2f} points > {gate.max_recall_drop}")
+    return failures
+
+
+def read_predictions(path: Path, bundle: Bundle) -> pd.DataFrame:
+    """Device predictions: image id -> probabilities, from CSV or JSON lines (see README for the format).
+
+    CSV: ``image_id`` and one column per label with probabilities. JSON lines: one object per image
+    with ``image_id`` and either ``probabilities`` or ``output`` (the raw output tensor values,
+    dequantised here with the manifest's scale and zero point).
+    """
+    if not path.is_file():
+        raise ToolkitError(f"predictions file not found: {path}")
+    spec = bundle.manifest["output"]
+    rows = {}
+    if path.suffix.lower() == ".csv":
+        table = pd.read_csv(path, dtype={"image_id": str})
+        missing = [c for c in ("image_id", *bundle.labels) if c not in table.columns]
+        if missing:
+            raise ToolkitError(f"predictions {path} lacks column(s) {', '.join(missing)}")
+        rows = {r.image_id: r[list(bundle.labels)].to_numpy(float) for _, r in table.iterrows()}
+    else:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                values = record["probabilities"] if "probabilities" in record else record["output"]
+                raw = np.asarray(values, dtype=float)
+                image_id = str(record["image_id"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                raise ToolkitError(f"predictions {path} line {number}: not a prediction record ({error})") from None
+            is_raw = "probabilities" not in record
+            rows[image_id] = dequantize_output(raw, spec["dtype"], spec["scale"], spec["zero_point"]) if is_raw else raw
+    bad = [image_id for image_id, probs in rows.items() if len(probs) != len(bundle.labels)]
+    if bad:
+        raise ToolkitError(
+            f"predictions {path}: {bad[0]} has a wrong number of classes (expected {len(bundle.labels)})"
+        )
+    return pd.DataFrame.from_dict(rows, orient="index", columns=bundle.labels)
+
+
+def export_eval_pack(bundle: Bundle, run: Run, split: str, out: Path) -> Path:
+    """The split's images resized as the bundle expects, as lossless PNGs, with ``eval_pack.csv`` listing them.
+
+    A phone app feeds each PNG's RGB bytes to the model unchanged (no resizing on the device), writes
+    one prediction record per image, and ``drift --predictions`` holds the result to the same gate.
+    """
+    import cv2
+
+    ids = run.reference()[f"{split}_ids"]
+    rows = run.table.set_index("image_id").loc[ids]
+    images = bundle.load(rows["path"].tolist(), desc="resizing for the eval pack")
+    if out.exists() and any(out.iterdir()):
+        raise ToolkitError(f"eval pack folder {out} is not empty")
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        (staging / "images").mkdir(parents=True)
+        for image_id, image in zip(ids, images, strict=True):
+            cv2.imwrite(str(staging / "images" / f"{image_id}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        listing = pd.DataFrame({"image_id": ids, "file": [f"images/{i}.png" for i in ids], "label": rows["label"]})
+        listing.to_csv(staging / "eval_pack.csv", index=False)
+        shutil.copy(bundle.path / "manifest.json", staging / "manifest.json")
+        if out.exists():
+            out.rmdir()  # empty: checked above
+        os.replace(staging, out)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ToolkitError(f"cannot write the eval pack to {out}: {error.strerror}") from None
+    return out
+
+
+def run_of(bundle: Bundle, run: Path | None) -> Run:
+    """The run to compare against: the one given, or the one the bundle's manifest names."""
+    if run is None:
+        named = bundle.manifest.get("source", {}).get("run")
+        if not named:
+            raise ToolkitError(f"{bundle.path / 'manifest.json'} names no source run: pass --run DIR")
+        run = Path(named)
+    return open_run(run)
+
+
+def measure_drift(
+    bundle: Bundle, run: Run, split: str = "test", gate: Gate = Gate(), predictions: Path | None = None
+) -> dict:
+    """The full drift report of ``bundle`` (or of device ``predictions``) against ``run``'s reference."""
+    from toolkit.train import predict, training_device
+
+    reference = run.reference()
+    if f"{split}_ids" not in reference:
+        raise ToolkitError(f"{run.path / 'reference.npz'} holds no {split} predictions")
+    ids, labels, reference_probs = (reference[f"{split}_{k}"] for k in ("ids", "labels", "probs"))
+    paths = run.table.set_index("image_id").loc[ids, "path"].tolist()
+    images = bundle.load(paths, desc=f"loading {split} images")
+    if (run.input_size, run.resize_mode) == (bundle.input_size, bundle.resize_mode):
+        float_inputs = images
+    else:
+        from toolkit.data.images import load_images
+
+        float_inputs = load_images(paths, run.input_size, run.resize_mode).images
+    float_probs = predict(run.load_model(), float_inputs, "float model here")
+    if predictions is None:
+        exported, source = bundle.predict(images), f"{bundle.path / 'model.tflite'} (ai_edge_litert, XNNPACK, CPU)"
+    else:
+        table = read_predictions(predictions, bundle)
+        missing = [i for i in ids if i not in table.index]
+        if missing:
+            raise ToolkitError(f"predictions {predictions} lack {len(missing)} {split} image(s), e.g. {missing[0]}")
+        exported, source = table.loc[ids].to_numpy(np.float32), str(predictions)
+    import keras
+
+    total = compare(labels, reference_probs, exported)
+    failures = gate_failures(total, gate)
+    return {
+        "bundle": str(bundle.path),
+        "run": str(run.path),
+        "split": split,
+        "images": len(ids),
+        "reference": {"backend": str(reference["backend"]), "device": str(reference["device"])},
+        "here": {"backend": keras.backend.backend(), "device": training_device()},
+        "exported": source,
+        "quantization": bundle.manifest.get("quantization"),
+        "gate": {**asdict(gate), "passed": not failures, "failures": failures},
+        "total": total,
+        "exported_metrics": compute_metrics(labels, exported),
+        "device_drift": compare(labels, reference_probs, float_probs),
+        "quantization_drift": compare(labels, float_probs, exported),
+        "changed_images": [
+            {
+                "image_id": str(ids[i]),
+                "label": CLASSES[labels[i]],
+                "reference": CLASSES[int(reference_probs[i].argmax())],
+                "exported": CLASSES[int(exported[i].argmax())],
+            }
+            for i in total["changed"]
+        ],
+    }
+
+
+def summary(report: dict) -> dict:
+    """The few numbers that go into the bundle's manifest."""
+    total = report["total"]
+    return {
+        "split": report["split"],
+        "images": report["images"],
+        "passed": report["gate"]["passed"],
+        "failures": report["gate"]["failures"],
+        "top1_agreement": round(total["top1_agreement"], 4),
+        "balanced_accuracy_drop_points": round(total["drop_points"]["balanced_accuracy"], 2),
+        "max_recall_drop_points": round(max(total["recall_drop_points"].values(), default=0.0), 2),
+        "mean_abs_prob_diff": round(total["mean_abs_prob_diff"], 4),
+        "reference": report["reference"],
+    }
+
+
+def markdown(report: dict) -> str:
+    total, gate = report["total"], report["gate"]
+    verdict = "PASSED" if gate["passed"] else "FAILED: " + "; ".join(gate["failures"])
+    lines = [
+        f"# Drift report: {Path(report['bundle']).name} ({report['quantization']}), {report['split']} split",
+        "",
+        f"Gate {verdict}. Thresholds: top-1 agreement >= {gate['min_agreement']:.0%}, balanced accuracy drop <= "
+        f"{gate['max_balanced_accuracy_drop']} points, per-class recall drop <= {gate['max_recall_drop']} points.",
+        "",
+        f"{report['images']} images. Reference: float model on {report['reference']['device']} "
+        f"({report['reference']['backend']}). Here: {report['here']['device']} ({report['here']['backend']}). "
+        f"Exported: {report['exported']}.",
+        "",
+        "| | top-1 agreement | mean abs prob diff | max abs prob diff | mean KL | balanced accuracy drop (points) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, title in (
+        ("device_drift", "reference -> float here (backend/device)"),
+        ("quantization_drift", "float here -> exported (quantization)"),
+        ("total", "reference -> exported (gated)"),
+    ):
+        part = report[key]
+        lines.append(
+            f"| {title} | {part['top1_agreement']:.2%} | {part['mean_abs_prob_diff']:.4f} | "
+            f"{part['max_abs_prob_diff']:.4f} | {part['mean_kl_divergence']:.4f} | "
+            f"{part['drop_points']['balanced_accuracy']:.2f} |"
+        )
+    lines += ["", "| metric | reference | exported | drop (points) |", "|---|---|---|---|"]
+    for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+        lines.append(
+            f"| {key} | {total['before'][key]:.4f} | {total['after'][key]:.4f} | {total['drop_points'][key]:.2f} |"
+        )
+    lines.append(f"| ece | {total['before']['ece']:.4f} | {total['after']['ece']:.4f} | |")
+    lines += [
+        "",
+        "Recall drop per class (points): "
+        + ", ".join(f"{name} {drop:+.2f}" for name, drop in total["recall_drop_points"].items()),
+    ]
+    if report["changed_images"]:
+        lines += ["", f"Top-1 changed on {len(report['changed_images'])} image(s):", ""]
+        lines += [
+            f"- {c['image_id']} ({c['label']}): {c['reference']} -> {c['exported']}"
+            for c in report["changed_images"][:30]
+        ]
+    if report.get("layers"):
+        lines += ["", "Layers with the largest int8 error (RMSE / scale, TensorFlow's quantization debugger):", ""]
+        lines += [f"- {layer['op']} {layer['tensor']}: {layer['rmse_over_scale']:.3f}" for layer in report["layers"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    """Both confusion matrices and the per-class recall drops, side by side."""
+    import matplotlib.pyplot as plt
+
+    total = report["total"]
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    for axis, key, title in (
+        (axes[0], "confusion_before", "reference (float)"),
+        (axes[1], "confusion_after", "exported"),
+    ):
+        counts = np.array(total[key], dtype=float)
+        normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+        for (row, col), value in np.ndenumerate(normalised):
+            colour = "white" if value > 0.5 else "black"
+            axis.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
+        axis.set(xticks=range(len(CLASSES)), yticks=range(len(CLASSES)), xticklabels=CLASSES, yticklabels=CLASSES)
+        axis.set(xlabel="predicted", ylabel="true", title=title)
+    drops = total["recall_drop_points"]
+    colours = ["tab:red" if d > report["gate"]["max_recall_drop"] else "tab:grey" for d in drops.values()]
+    axes[2].bar(list(drops), list(drops.values()), color=colours)
+    axes[2].axhline(report["gate"]["max_recall_drop"], color="tab:red", linestyle="--", linewidth=1, label="gate")
+    axes[2].set(title="recall drop, reference -> exported (points)", ylabel="points")
+    axes[2].legend()
+    verdict = "gate passed" if report["gate"]["passed"] else "gate FAILED"
+    figure.suptitle(f"{Path(report['bundle']).name}, {report['split']} split: {verdict}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_report(report: dict, out: Path) -> Path:
+    """``drift.json``, ``drift.md`` and ``drift.png`` in ``out``."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "drift.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "drift.md").write_text(markdown(report))
+    except OSError as error:
+        raise ToolkitError(f"cannot write the drift report to {out}: {error.strerror}") from None
+    plot(report, out / "drift.png")
+    return out

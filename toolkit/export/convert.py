@@ -1,0 +1,182 @@
+"""Keras model -> .tflite bytes, with the quantization presets in one place.
+
+Presets: ``float32`` (no quantization), ``float16`` (weights), ``dynamic`` (int8 weights, float
+activations) and ``int8`` (full integer: every op int8, calibrated activations). Two back ends do
+int8: TensorFlow's TFLiteConverter post-training quantization (``tflite``) and ``litert-quantizer``
+(static int8 on the float .tflite, ``litert``).
+
+For int8 with ``uint8`` or ``int8`` input, the input's quantization range is pinned to the full
+byte range [0, 255] (scale 1), so the app feeds raw RGB bytes unchanged (shifted by 128 for int8)
+and the normalisation inside the graph sees exactly the pixel values it was trained on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from toolkit.errors import ToolkitError
+
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+IO_TYPES = ("uint8", "int8", "float32")
+BACKENDS = ("tflite", "litert")
+INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
+# Ops that only convert between the float interface and the int8 graph, allowed with float32 I/O.
+BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """What to produce: the preset, the interface dtype of int8 models and the int8 back end."""
+
+    mode: str = "int8"
+    io: str = ""  # int8 only: the input and output dtype the app sees; "": uint8 (tflite), int8 (litert)
+    backend: str = "tflite"
+    allow_float_ops: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.io:
+            object.__setattr__(self, "io", "int8" if self.backend == "litert" else "uint8")
+        for value, allowed, what in (
+            (self.mode, QUANTIZATIONS, "quantization"),
+            (self.io, IO_TYPES, "--io"),
+            (self.backend, BACKENDS, "quantizer back end"),
+        ):
+            if value not in allowed:
+                raise ToolkitError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+
+    @property
+    def io_dtype(self) -> str:
+        return self.io if self.mode == "int8" else "float32"
+
+
+@contextlib.contextmanager
+def quiet_native_logs() -> Iterator[None]:
+    """Send what native code writes to stderr (converter and delegate log lines) to /dev/null; errors still raise."""
+    with open(os.devnull, "w") as null, contextlib.ExitStack() as stack:
+        saved = os.dup(2)
+        stack.callback(os.close, saved)
+        stack.callback(os.dup2, saved, 2)
+        os.dup2(null.fileno(), 2)
+        yield
+
+
+def _saved_model(model, input_size: int, folder: str) -> None:
+    """A SavedModel with one named endpoint, batch 1: the tensor names the app and metadata will see."""
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default",
+        lambda image: {OUTPUT_NAME: model(image, training=False)},
+        input_signature=[tf.TensorSpec((1, input_size, input_size, 3), tf.float32, name=INPUT_NAME)],
+    )
+    archive.write_out(folder, verbose=False)
+
+
+def pin_input_range(calibration: np.ndarray) -> np.ndarray:
+    """A copy of the calibration images whose first image holds one 0 and one 255 pixel value.
+
+    Calibration takes the input's range from the data; two pixels make it exactly [0, 255] so the
+    uint8 input has scale 1 and zero point 0, and barely move any other layer's range.
+    """
+    pinned = calibration.copy()
+    pinned[0, 0, 0, 0], pinned[0, 0, 1, 0] = 0, 255
+    return pinned
+
+
+def _tflite_converter(model, input_size: int, quantization: Quantization, calibration: np.ndarray | None) -> bytes:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as folder:
+        _saved_model(model, input_size, folder)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        mode = quantization.mode if quantization.backend == "tflite" else "float32"
+        if mode != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if mode == "int8":
+            samples = pin_input_range(calibration).astype(np.float32)
+            converter.representative_dataset = lambda: ([image[None]] for image in samples)
+            int8_only = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.target_spec.supported_ops = int8_only + (
+                [tf.lite.OpsSet.TFLITE_BUILTINS] if quantization.allow_float_ops else []
+            )
+            converter.inference_input_type = converter.inference_output_type = tf.as_dtype(quantization.io)
+        try:
+            with quiet_native_logs():
+                return converter.convert()
+        except Exception as error:  # the converter raises ConverterError and RuntimeError subclasses
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            hint = " (pass --allow-float-ops to keep such ops in float)" if mode == "int8" else ""
+            raise ToolkitError(f"TFLite conversion ({mode}) failed: {reason}{hint}") from None
+
+
+def _litert_quantizer(float_model: bytes, quantization: Quantization, calibration: np.ndarray) -> bytes:
+    from toolkit.export.litert import quantize_int8
+
+    return quantize_int8(float_model, pin_input_range(calibration), quantization.io)
+
+
+def convert(model, input_size: int, quantization: Quantization, calibration: np.ndarray | None = None) -> bytes:
+    """The .tflite bytes of ``model`` (raw RGB in, probabilities out) quantized as asked."""
+    if quantization.mode == "int8" and (calibration is None or not len(calibration)):
+        raise ToolkitError("int8 quantization needs calibration images")
+    converted = _tflite_converter(model, input_size, quantization, calibration)
+    if quantization.mode == "int8" and quantization.backend == "litert":
+        converted = _litert_quantizer(converted, quantization, calibration)
+    if quantization.mode == "int8":
+        check_integer_only(converted, quantization)
+    return converted
+
+
+def interpreter(model: bytes | str, threads: int | None = None, xnnpack: bool = True):
+    """An allocated ``ai_edge_litert`` interpreter; without XNNPACK the graph's own ops stay visible."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    source = {"model_content": model} if isinstance(model, bytes | bytearray) else {"model_path": str(model)}
+    try:
+        with quiet_native_logs():
+            runner = Interpreter(**source, num_threads=threads, experimental_op_resolver_type=resolver)
+            runner.allocate_tensors()
+    except (ValueError, RuntimeError) as error:
+        where = "" if isinstance(model, bytes | bytearray) else f" {model}"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ToolkitError(f"not a TFLite model the interpreter can load{where}: {reason}") from None
+    return runner
+
+
+def float_ops(model: bytes) -> list[tuple[str, str]]:
+    """Ops that compute in float (a float32 tensor among their inputs or outputs), with that tensor's name."""
+    runner = interpreter(model, xnnpack=False)
+    tensors = {t["index"]: t for t in runner.get_tensor_details()}
+    found = []
+    for op in runner._get_ops_details():
+        indices = [i for i in (*op["inputs"], *op["outputs"]) if i >= 0]
+        floating = [tensors[i]["name"] for i in indices if tensors[i]["dtype"] == np.float32]
+        if floating:
+            found.append((op["op_name"], floating[0].split(";")[0]))  # fused names list every folded op
+    return found
+
+
+def check_integer_only(model: bytes, quantization: Quantization) -> None:
+    """Raise naming the ops that stayed float, unless they are allowed."""
+    found = float_ops(model)
+    if quantization.io == "float32":  # the interface itself is float: its (de)quantize ops are expected
+        found = [(op, tensor) for op, tensor in found if op not in BOUNDARY_OPS]
+    if found and not quantization.allow_float_ops:
+        kinds = ", ".join(f"{op} x{count}" for op, count in Counter(op for op, _ in found).most_common())
+        raise ToolkitError(
+            f"int8 export is not integer-only: {len(found)} op(s) stayed float ({kinds}; first: "
+            f"{found[0][0]} on {found[0][1]}); pass --allow-float-ops to accept them"
+        )

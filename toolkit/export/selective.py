@@ -1,0 +1,78 @@
+"""Which layers int8 hurts most, and an int8 model with those layers left in float.
+
+Both use TensorFlow's quantization debugger: it runs the float and the quantized model side by
+side on a few images and measures each quantized tensor's error. RMSE divided by the tensor's
+quantization step is the measure: near 0.3 is rounding noise; far above 1 a layer loses signal.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+
+import numpy as np
+
+from toolkit.errors import ToolkitError
+from toolkit.export.convert import Quantization, _saved_model, pin_input_range, quiet_native_logs
+
+
+def _debugger(model, input_size: int, calibration: np.ndarray, images: np.ndarray, folder: str):
+    import tensorflow as tf
+
+    _saved_model(model, input_size, folder)
+    converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    samples = pin_input_range(calibration).astype(np.float32)
+    converter.representative_dataset = lambda: ([image[None]] for image in samples)
+    debug_images = images.astype(np.float32)
+    with quiet_native_logs():
+        return tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: ([image[None]] for image in debug_images)
+        )
+
+
+def layer_errors(
+    model, input_size: int, calibration: np.ndarray, images: np.ndarray, top: int = 10
+) -> list[dict[str, float | str]]:
+    """The ``top`` quantized tensors with the largest RMSE / scale on ``images``, worst first."""
+    with tempfile.TemporaryDirectory() as folder:
+        debugger = _debugger(model, input_size, calibration, images, folder)
+        with quiet_native_logs():
+            debugger.run()
+        dump = io.StringIO()
+        debugger.layer_statistics_dump(dump)
+    rows = list(csv.DictReader(io.StringIO(dump.getvalue())))
+    layers = [
+        {
+            "op": row["op_name"],
+            "tensor": row["tensor_name"],
+            "rmse_over_scale": float(np.sqrt(float(row["mean_squared_error"])) / float(row["scale"])),
+        }
+        for row in rows
+        if float(row["scale"]) > 0
+    ]
+    return sorted(layers, key=lambda layer: -layer["rmse_over_scale"])[:top]
+
+
+def convert_selective(
+    model, input_size: int, quantization: Quantization, calibration: np.ndarray, float_tensors: list[str]
+) -> bytes:
+    """Full-integer int8 except the ops producing ``float_tensors``, which stay float."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert
+
+    if quantization.mode != "int8" or quantization.backend != "tflite":
+        raise ToolkitError("--selective works on int8 exports with the tflite quantizer")
+    with tempfile.TemporaryDirectory() as folder:
+        debugger = _debugger(model, input_size, calibration, calibration[:1], folder)
+        io_type = tf.as_dtype(quantization.io)
+        with quiet_native_logs():
+            selective = convert.mlir_quantize(
+                debugger.calibrated_model,
+                fully_quantize=True,
+                input_data_type=io_type,
+                output_data_type=io_type,
+                denylisted_nodes=float_tensors,
+            )
+    return selective

@@ -1,0 +1,94 @@
+"""Finished training runs as the later stages read them: config, split manifest, metrics and the model.
+
+Export, drift and evaluate all start from a run folder written by :mod:`toolkit.train`; this module
+is their one way in, with the errors a wrong folder deserves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from toolkit.classes import CLASSES
+from toolkit.data.readers import read_manifest
+from toolkit.errors import ToolkitError
+
+RUNS_ROOT = Path("runs")
+TRAIN_HINT = "train one with `python -m toolkit train --demo --out runs/demo` (or run `make demo`)"
+
+
+def latest_run(root: Path = RUNS_ROOT) -> Path:
+    """The most recently finished run under ``root`` (interrupted ``.partial`` runs do not count)."""
+    finished = [p.parent for p in root.glob("*/model.keras") if not p.parent.name.endswith(".partial")]
+    if not finished:
+        raise ToolkitError(f"no finished training run under {root}/: {TRAIN_HINT}")
+    return max(finished, key=lambda p: (p / "model.keras").stat().st_mtime)
+
+
+@dataclass
+class Run:
+    """A finished run folder: ``config.json``, ``splits.csv``, ``model.keras`` and what else it holds."""
+
+    path: Path
+    config: dict
+    table: pd.DataFrame
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def input_size(self) -> int:
+        return int(self.config["input_size"])
+
+    @property
+    def resize_mode(self) -> str:
+        return self.config.get("resize_mode", "squash")
+
+    @cached_property
+    def metrics(self) -> dict:
+        path = self.path / "metrics.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def rows(self, split: str) -> pd.DataFrame:
+        """The manifest rows of one split, in image-id order, with ``label_index``."""
+        rows = self.table[self.table["split"] == split].sort_values("image_id", kind="stable")
+        if rows.empty:
+            raise ToolkitError(f"the {split} split of {self.path / 'splits.csv'} is empty")
+        return rows.assign(label_index=rows["label"].map(CLASSES.index).to_numpy())
+
+    def reference(self) -> dict[str, np.ndarray]:
+        path = self.path / "reference.npz"
+        if not path.exists():
+            raise ToolkitError(f"no reference.npz in {self.path}: retrain the run to get the float reference")
+        with np.load(path) as npz:
+            return {key: npz[key] for key in npz.files}
+
+    def load_model(self):
+        import keras
+
+        path = self.path / "model.keras"
+        try:
+            return keras.saving.load_model(path)
+        except Exception as error:  # Keras raises ValueError, OSError, zipfile.BadZipFile and more
+            raise ToolkitError(f"cannot load {path}: {str(error).splitlines()[0] or type(error).__name__}") from None
+
+
+def open_run(path: Path | None = None) -> Run:
+    """The run at ``path`` (default: the latest under ``runs/``), checked to be a finished run."""
+    path = Path(path) if path is not None else latest_run()
+    if not path.is_dir():
+        raise ToolkitError(f"run folder not found: {path}")
+    for needed in ("model.keras", "config.json", "splits.csv"):
+        if not (path / needed).exists():
+            raise ToolkitError(f"no {needed} in {path}: is it a finished training run? ({TRAIN_HINT})")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except json.JSONDecodeError as error:
+        raise ToolkitError(f"cannot parse {path / 'config.json'}: {error}") from None
+    return Run(path=path, config=config, table=read_manifest(path / "splits.csv").table)
