@@ -162,6 +162,8 @@ def measure_drift(
     bundle: Bundle, run: Run, split: str = "test", gate: Gate = Gate(), predictions: Path | None = None
 ) -> dict:
     """The full drift report of ``bundle`` (or of device ``predictions``) against ``run``'s reference."""
+    import keras
+
     from toolkit.train import predict, training_device
 
     reference = run.reference()
@@ -185,8 +187,6 @@ def measure_drift(
         if missing:
             raise ToolkitError(f"predictions {predictions} lack {len(missing)} {split} image(s), e.g. {missing[0]}")
         exported, source = table.loc[ids].to_numpy(np.float32), str(predictions)
-    import keras
-
     total = compare(labels, reference_probs, exported)
     failures = gate_failures(total, gate)
     return {
@@ -277,7 +277,10 @@ def markdown(report: dict) -> str:
         ]
     if report.get("layers"):
         lines += ["", "Layers with the largest int8 error (RMSE / scale, TensorFlow's quantization debugger):", ""]
-        lines += [f"- {layer['op']} {layer['tensor']}: {layer['rmse_over_scale']:.3f}" for layer in report["layers"]]
+        lines += [
+            f"- {layer['op']} {layer['tensor'].split(';')[0]}: {layer['rmse_over_scale']:.3f}"
+            for layer in report["layers"]
+        ]
     return "\n".join(lines) + "\n"
 
 

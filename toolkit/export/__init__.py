@@ -1,8 +1,10 @@
 """Export a training run as a Flutter-ready TFLite bundle: convert, attach metadata, check, write.
 
 Steps, each its own module: :mod:`.calibration` picks the int8 calibration images,
-:mod:`.convert` produces the .tflite bytes, :mod:`.metadata` embeds and re-reads the metadata,
-:mod:`.writer` assembles the bundle folder atomically.
+:mod:`.convert` produces the .tflite bytes (:mod:`.litert` for the litert-quantizer back end,
+:mod:`.selective` for int8 with some layers left in float), :mod:`.metadata` embeds and re-reads
+the metadata, :mod:`.writer` assembles the bundle folder, and :mod:`.gated` runs the drift gate
+(:mod:`toolkit.drift`) on it before it is renamed into place.
 """
 
 from __future__ import annotations
@@ -108,6 +110,11 @@ class Attempt:
     calibration_rows: pd.DataFrame | None
     float_tensors: tuple[str, ...] = ()
 
+    @property
+    def float_layers(self) -> list[str]:
+        """The float tensors' readable names: fused names list every folded op after the first ';'."""
+        return [name.split(";")[0] for name in self.float_tensors]
+
 
 def stage_attempt(
     folder: Path, name: str, run: Run, model, labels: list[str], attempt: Attempt, options: ExportOptions
@@ -154,7 +161,7 @@ def stage_attempt(
             "input_size": run.input_size,
             "quantization": quantization.mode,
             "quantizer": quantization.backend if quantization.mode == "int8" else None,
-            "float_layers": list(attempt.float_tensors),
+            "float_layers": attempt.float_layers,
             "licence": info.licence,
             "disclaimer": DISCLAIMER,
         },

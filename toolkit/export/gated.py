@@ -6,11 +6,12 @@ report, unless ``--accept-drift`` publishes it anyway (its manifest then says th
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import time
 from pathlib import Path
+
+import numpy as np
 
 from toolkit.bundle import MODEL, Bundle
 from toolkit.drift import measure_drift, summary, write_report
@@ -18,14 +19,12 @@ from toolkit.errors import GateFailed, ToolkitError
 from toolkit.export import Attempt, ExportOptions, stage_attempt
 from toolkit.runs import Run
 
-FLOAT_LAYERS = 5  # --selective leaves this many of the worst layers in float
+FLOAT_LAYER_STEPS = (5, 10, 20)  # --selective leaves this many of the worst layers in float, one try each
 MORE_CALIBRATION = 3  # --selective first retries with this many times the calibration images
 
 
 def latency_ms(folder: Path, runs: int = 50, threads: int = 2) -> float:
-    """Mean latency of one inference on zeros: enough to price a --selective retry (bench measures properly)."""
-    import numpy as np
-
+    """Mean latency of one inference on zeros: enough to price a --selective retry (``bench`` measures properly)."""
     runner = Bundle.open(folder).interpreter(threads)
     details = runner.get_input_details()[0]
     runner.set_tensor(details["index"], np.zeros(details["shape"], details["dtype"]))
@@ -43,7 +42,7 @@ def _measure(staging: Path, target: Path, run: Run, options: ExportOptions, atte
     record = {
         "attempt": attempt.label,
         "calibration_images": 0 if attempt.calibration is None else len(attempt.calibration),
-        "float_layers": list(attempt.float_tensors),
+        "float_layers": attempt.float_layers,
         "passed": report["gate"]["passed"],
         "top1_agreement": round(total["top1_agreement"], 4),
         "balanced_accuracy_drop_points": round(total["drop_points"]["balanced_accuracy"], 2),
@@ -70,18 +69,19 @@ def _retries(run: Run, model, attempt: Attempt, options: ExportOptions, report: 
     rows = run.rows(options.drift_split).head(64)
     probe = load_images(rows["path"].tolist(), run.input_size, run.resize_mode, desc="images for the debugger").images
     print("finding the layers int8 hurts most (TensorFlow quantization debugger)")
-    report["layers"] = layer_errors(model, run.input_size, attempt.calibration, probe)
+    report["layers"] = layer_errors(model, run.input_size, attempt.calibration, probe, top=max(FLOAT_LAYER_STEPS))
     more, more_rows = calibration_images(run, options.calibration_images * MORE_CALIBRATION, options.seed)
-    worst = tuple(layer["tensor"] for layer in report["layers"][:FLOAT_LAYERS])
-    return [
-        Attempt(f"{len(more)} calibration images", quantization, more, more_rows),
+    worst = [layer["tensor"] for layer in report["layers"]]
+    return [Attempt(f"{len(more)} calibration images", quantization, more, more_rows)] + [
         Attempt(
-            f"{len(more)} calibration images, {len(worst)} layers in float",
-            dataclasses.replace(quantization, allow_float_ops=True),
+            f"{len(more)} calibration images, {count} layers in float",
+            quantization,
             more,
             more_rows,
-            worst,
-        ),
+            tuple(worst[:count]),
+        )
+        for count in FLOAT_LAYER_STEPS
+        if count <= len(worst)
     ]
 
 

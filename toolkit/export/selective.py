@@ -46,7 +46,7 @@ def layer_errors(
     layers = [
         {
             "op": row["op_name"],
-            "tensor": row["tensor_name"],
+            "tensor": row["tensor_name"],  # the full fused name: what the quantizer's denylist matches
             "rmse_over_scale": float(np.sqrt(float(row["mean_squared_error"])) / float(row["scale"])),
         }
         for row in rows
@@ -56,23 +56,23 @@ def layer_errors(
 
 
 def convert_selective(
-    model, input_size: int, quantization: Quantization, calibration: np.ndarray, float_tensors: list[str]
+    model, input_size: int, quantization: Quantization, calibration: np.ndarray, float_tensors: tuple[str, ...]
 ) -> bytes:
-    """Full-integer int8 except the ops producing ``float_tensors``, which stay float."""
+    """Int8 except the ops producing ``float_tensors``, which stay float, with the interface dtype asked for.
+
+    The quantizer honours the list only with a float interface (with ``fully_quantize`` it silently
+    ignores it, measured), so the interface is converted to ``quantization.io`` afterwards.
+    """
     import tensorflow as tf
-    from tensorflow.lite.python import convert
+    from tensorflow.lite.python import convert, util
 
     if quantization.mode != "int8" or quantization.backend != "tflite":
         raise ToolkitError("--selective works on int8 exports with the tflite quantizer")
     with tempfile.TemporaryDirectory() as folder:
         debugger = _debugger(model, input_size, calibration, calibration[:1], folder)
-        io_type = tf.as_dtype(quantization.io)
         with quiet_native_logs():
-            selective = convert.mlir_quantize(
-                debugger.calibrated_model,
-                fully_quantize=True,
-                input_data_type=io_type,
-                output_data_type=io_type,
-                denylisted_nodes=float_tensors,
-            )
-    return selective
+            selective = convert.mlir_quantize(debugger.calibrated_model, denylisted_nodes=list(float_tensors))
+    if quantization.io == "float32":
+        return selective
+    io_type = tf.as_dtype(quantization.io)
+    return bytes(util.modify_model_io_type(selective, io_type, io_type))
