@@ -127,3 +127,23 @@ def int8_bundle(small_run, tmp_path_factory) -> Path:
         "--accept-drift",
     )
     return out / small_run.name
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``python -m toolkit ARGS`` in this process: the same ``main`` without a new interpreter's start-up."""
+    from toolkit.cli import main
+
+    def call(*args: str, check: bool = True, cwd: str | Path | None = None, env: dict[str, str] | None = None):
+        with monkeypatch.context() as patch:
+            for key, value in (env or {}).items():
+                patch.setenv(key, value)
+            if cwd is not None:
+                patch.chdir(cwd)
+            code = main(list(args))
+        out, err = capsys.readouterr()
+        if check and code != 0:
+            pytest.fail(f"python -m toolkit {' '.join(args)} failed:\n{err[-3000:]}")
+        return subprocess.CompletedProcess(list(args), code, out, err)
+
+    return call

@@ -24,13 +24,13 @@ def float_bundle(small_run, tmp_path_factory) -> Path:
     return out / "float"
 
 
-def test_local_bench_interleaves_bundles_and_compares_with_float(int8_bundle, float_bundle, tmp_path):
+def test_local_bench_interleaves_bundles_and_compares_with_float(int8_bundle, float_bundle, tmp_path, cli):
     images = tmp_path / "images"
     images.mkdir()
     for path in sorted((HAM / "images").glob("*.jpg"))[:5]:
         (images / path.name).symlink_to(path)
     report_file = tmp_path / "bench.json"
-    out = toolkit_cli(
+    out = cli(
         "bench",
         "--bundle",
         str(float_bundle),
@@ -115,7 +115,7 @@ def fake_adb(tmp_path) -> dict[str, str]:
     }
 
 
-def test_adb_path_pushes_runs_and_parses(int8_bundle, fake_adb, tmp_path):
+def test_adb_path_pushes_runs_and_parses(int8_bundle, fake_adb, tmp_path, cli):
     args = [
         "bench",
         "--adb",
@@ -129,7 +129,7 @@ def test_adb_path_pushes_runs_and_parses(int8_bundle, fake_adb, tmp_path):
         "--json",
         str(tmp_path / "phone.json"),
     ]
-    out = toolkit_cli(*args, env=fake_adb).stdout
+    out = cli(*args, env=fake_adb).stdout
     assert "ham_small" in out
     report = json.loads((tmp_path / "phone.json").read_text())
     assert report["machine"]["device"] == "Pixel 7" and [r["threads"] for r in report["results"]] == [1, 4]
@@ -138,22 +138,22 @@ def test_adb_path_pushes_runs_and_parses(int8_bundle, fake_adb, tmp_path):
     assert "push" in log and "--num_threads=4" in log and "--use_gpu=true" in log and "--num_runs=100" in log
 
 
-def test_adb_failures_are_one_line(int8_bundle, fake_adb):
+def test_adb_failures_are_one_line(int8_bundle, fake_adb, cli):
     args = ["bench", "--adb", "--bundle", str(int8_bundle), "--benchmark-binary", fake_adb["BINARY"]]
-    no_device = toolkit_cli(*args, check=False, env={**fake_adb, "FAKE_ADB_DEVICES": ""})
+    no_device = cli(*args, check=False, env={**fake_adb, "FAKE_ADB_DEVICES": ""})
     assert no_device.returncode == 2 and "adb finds no Android device" in no_device.stderr
     empty_path = Path(fake_adb["BINARY"]).parent / "empty"
     empty_path.mkdir()
-    no_adb = toolkit_cli(*args, check=False, env={**fake_adb, "PATH": str(empty_path)})
+    no_adb = cli(*args, check=False, env={**fake_adb, "PATH": str(empty_path)})
     assert no_adb.returncode == 2 and "adb not found on PATH" in no_adb.stderr
     garbage = Path(fake_adb["BINARY"]).parent / "garbage.txt"
     garbage.write_text("Segmentation fault\n")
-    unparsable = toolkit_cli(*args, check=False, env={**fake_adb, "FAKE_ADB_OUTPUT": str(garbage)})
+    unparsable = cli(*args, check=False, env={**fake_adb, "FAKE_ADB_OUTPUT": str(garbage)})
     assert unparsable.returncode == 2 and "cannot parse benchmark_model output" in unparsable.stderr
     assert len(unparsable.stderr.strip().splitlines()) == 1
 
 
-def test_app_timings_import(tmp_path):
+def test_app_timings_import(tmp_path, cli):
     lines = [{"model": "demo", "device": "Pixel 7", "threads": 2, "delegate": "xnnpack", "latency_ms": 30.0}]
     lines += [
         {"model": "demo", "device": "Pixel 7", "threads": 2, "delegate": "xnnpack", "latency_ms": 9.0, "warmup": True}
@@ -167,13 +167,13 @@ def test_app_timings_import(tmp_path):
     result = import_app_timings(path)["results"][0]
     assert result["first_inference_ms"] == 30.0 and result["runs"] == 100
     assert result["p50_ms"] == 12.0 and result["max_ms"] == 14.0
-    assert "Pixel 7" in toolkit_cli("bench", "--import", str(path)).stdout
+    assert "Pixel 7" in cli("bench", "--import", str(path)).stdout
     path.write_text("not json\n")
-    bad = toolkit_cli("bench", "--import", str(path), check=False)
+    bad = cli("bench", "--import", str(path), check=False)
     assert bad.returncode == 2 and "line 1: expected a JSON object with latency_ms" in bad.stderr
 
 
-def test_bad_bench_input(int8_bundle, tmp_path):
+def test_bad_bench_input(int8_bundle, tmp_path, cli):
     empty, unreadable = tmp_path / "no_images", tmp_path / "unreadable"
     empty.mkdir()
     unreadable.mkdir()
@@ -186,6 +186,6 @@ def test_bad_bench_input(int8_bundle, tmp_path):
         (["--bundle", str(int8_bundle), "--threads", "two"], "--threads takes comma-separated numbers"),
     ]
     for extra, message in cases:
-        result = toolkit_cli("bench", *extra, check=False)
+        result = cli("bench", *extra, check=False)
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1

@@ -19,12 +19,13 @@ from conftest import toolkit_cli
 from toolkit.classes import CLASSES
 from toolkit.drift import Gate, compare, gate_failures
 
+DEMO_GATE = ["--min-agreement", "0.95", "--max-balanced-accuracy-drop", "4", "--max-recall-drop", "25"]
 LOOSE = ["--min-agreement", "0", "--max-balanced-accuracy-drop", "100", "--max-recall-drop", "100"]
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, keras_home) -> Path:
-    """The demo model: confident, so int8 agrees with float on every test image."""
+    """The demo model, trained as ``make demo`` trains it."""
     out = tmp_path_factory.mktemp("runs") / "demo"
     toolkit_cli(
         "train",
@@ -42,11 +43,11 @@ def demo_run(tmp_path_factory, keras_home) -> Path:
 
 @pytest.fixture(scope="module")
 def demo_bundle(demo_run, tmp_path_factory) -> Path:
-    """The demo run exported with the default gate, except per-class recall: the demo test split has 8 to 12
-    images per class, so one flipped image is 8 to 12 points, and a good export may flip one."""
+    """A good export: the demo run in float16, through the gate with thresholds sized for its 67 test images
+    (one flipped image moves a class's recall 8 to 12 points and balanced accuracy 1.2 to 1.8)."""
     out = tmp_path_factory.mktemp("assets")
-    result = toolkit_cli("export", "--run", str(demo_run), "--quantize", "--out", str(out), "--max-recall-drop", "13")
-    assert re.search(r"drift gate \(as asked\): top-1 agreement (100.00|98.51)%.*: passed", result.stdout)
+    result = toolkit_cli("export", "--run", str(demo_run), "--quantize", "float16", "--out", str(out), *DEMO_GATE)
+    assert re.search(r"drift gate \(as asked\): top-1 agreement [0-9.]+%.*: passed", result.stdout)
     return out / "demo"
 
 
@@ -64,21 +65,19 @@ def test_gate_arithmetic():
     assert gate_failures(comparison, Gate(0.9, 5.0, 25.0)) == []
 
 
-def test_a_good_export_passes_and_records_its_drift(demo_bundle):
+def test_a_good_export_passes_and_records_its_drift(demo_bundle, cli):
     manifest = json.loads((demo_bundle / "manifest.json").read_text())
-    assert manifest["drift"]["passed"] and manifest["drift"]["top1_agreement"] >= 0.98
+    assert manifest["drift"]["passed"] and manifest["drift"]["top1_agreement"] >= 0.95
     exported, reference = manifest["metrics"]["exported"], manifest["metrics"]["float"]
-    assert exported["balanced_accuracy"] >= reference["balanced_accuracy"] - 0.01
+    assert exported["balanced_accuracy"] >= reference["balanced_accuracy"] - 0.04
     report = json.loads((demo_bundle / "drift" / "drift.json").read_text())
     assert report["device_drift"]["max_abs_prob_diff"] < 1e-4  # trained and checked on the same CPU
     assert {p.name for p in (demo_bundle / "drift").iterdir()} == {"drift.json", "drift.md", "drift.png"}
-    standalone = toolkit_cli(
-        "drift", "--bundle", str(demo_bundle), "--max-recall-drop", "13", "--out", str(demo_bundle.parent / "report")
-    )
+    standalone = cli("drift", "--bundle", str(demo_bundle), *DEMO_GATE, "--out", str(demo_bundle.parent / "report"))
     assert "Gate PASSED" in standalone.stdout
 
 
-def test_a_perturbed_output_layer_fails_the_gate_and_stays_out_of_place(demo_run, tmp_path):
+def test_a_perturbed_output_layer_fails_the_gate_and_stays_out_of_place(demo_run, tmp_path, cli):
     broken = Path(shutil.copytree(demo_run, tmp_path / "runs" / "broken"))
     model = keras.saving.load_model(broken / "model.keras")
     dense = model.get_layer("head").layers[-1]
@@ -86,20 +85,20 @@ def test_a_perturbed_output_layer_fails_the_gate_and_stays_out_of_place(demo_run
     dense.set_weights([np.random.default_rng(0).permutation(kernel.T).T, bias])  # classes swapped around
     model.save(broken / "model.keras")
     out = tmp_path / "assets"
-    result = toolkit_cli("export", "--run", str(broken), "--quantize", "--out", str(out), check=False)
+    result = cli("export", "--run", str(broken), "--quantize", "--out", str(out), check=False)
     err = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(err) == 1 and "drift gate failed for" in err[0], result.stderr[-2000:]
     assert not (out / "broken").exists()
     report = json.loads((out / ".broken.rejected" / "drift" / "drift.json").read_text())
     assert not report["gate"]["passed"] and report["device_drift"]["top1_agreement"] < 0.5
-    accepted = toolkit_cli("export", "--run", str(broken), "--quantize", "--out", str(out), "--accept-drift")
+    accepted = cli("export", "--run", str(broken), "--quantize", "--out", str(out), "--accept-drift")
     assert "publishing anyway" in accepted.stdout
     assert json.loads((out / "broken" / "manifest.json").read_text())["drift"]["passed"] is False
 
 
-def test_selective_names_the_worst_layers_and_prices_each_retry(small_run, tmp_path):
+def test_selective_names_the_worst_layers_and_prices_each_retry(small_run, tmp_path, cli):
     out = tmp_path / "assets"
-    result = toolkit_cli(
+    result = cli(
         "export",
         "--run",
         str(small_run),
@@ -110,7 +109,8 @@ def test_selective_names_the_worst_layers_and_prices_each_retry(small_run, tmp_p
         "--calibration-images",
         "40",
         "--accept-drift",
-    )
+        *["--min-agreement", "0.9", "--max-balanced-accuracy-drop", "100", "--max-recall-drop", "100"],
+    )  # this tiny model starts near 80% agreement: a few float layers may bring it over 90%
     assert "finding the layers int8 hurts most" in result.stdout
     manifest = json.loads((out / "ham_small" / "manifest.json").read_text())
     attempts = manifest["drift"]["attempts"]
@@ -144,16 +144,16 @@ def _run_like_a_phone(pack: Path, bundle: Path) -> list[dict]:
     return records
 
 
-def test_device_predictions_round_trip_through_the_eval_pack(demo_bundle, tmp_path):
+def test_device_predictions_round_trip_through_the_eval_pack(demo_bundle, tmp_path, cli):
     pack = tmp_path / "pack"
-    toolkit_cli("drift", "--bundle", str(demo_bundle), "--export-eval-pack", str(pack))
+    cli("drift", "--bundle", str(demo_bundle), "--export-eval-pack", str(pack))
     listing = pd.read_csv(pack / "eval_pack.csv")
     assert len(listing) == 67 and (pack / listing["file"][0]).exists()
     records = _run_like_a_phone(pack, demo_bundle)
     jsonl = tmp_path / "phone.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
     here = json.loads((demo_bundle / "drift" / "drift.json").read_text())["total"]
-    toolkit_cli("drift", "--bundle", str(demo_bundle), "--predictions", str(jsonl), "--out", str(tmp_path / "r1"))
+    cli("drift", "--bundle", str(demo_bundle), "--predictions", str(jsonl), "--out", str(tmp_path / "r1"))
     phone = json.loads((tmp_path / "r1" / "drift.json").read_text())["total"]
     assert phone["top1_agreement"] == here["top1_agreement"]
     assert phone["mean_abs_prob_diff"] == pytest.approx(here["mean_abs_prob_diff"], abs=1e-6)
@@ -161,7 +161,7 @@ def test_device_predictions_round_trip_through_the_eval_pack(demo_bundle, tmp_pa
     probabilities = pd.DataFrame([np.array(r["output"]) * scale for r in records], columns=list(CLASSES))
     probabilities.insert(0, "image_id", [r["image_id"] for r in records])
     probabilities[::-1].to_csv(tmp_path / "phone.csv", index=False)  # order does not matter
-    toolkit_cli(
+    cli(
         "drift",
         "--bundle",
         str(demo_bundle),
@@ -172,21 +172,17 @@ def test_device_predictions_round_trip_through_the_eval_pack(demo_bundle, tmp_pa
     )
     assert json.loads((tmp_path / "r2" / "drift.json").read_text())["total"]["top1_agreement"] == here["top1_agreement"]
     probabilities.head(10).to_csv(tmp_path / "short.csv", index=False)
-    short = toolkit_cli(
-        "drift", "--bundle", str(demo_bundle), "--predictions", str(tmp_path / "short.csv"), check=False
-    )
+    short = cli("drift", "--bundle", str(demo_bundle), "--predictions", str(tmp_path / "short.csv"), check=False)
     assert short.returncode == 2 and "lack 57 test image(s)" in short.stderr
 
 
-def test_exit_codes(demo_bundle, int8_bundle, tmp_path):
-    passing = toolkit_cli(
-        "drift", "--bundle", str(demo_bundle), "--max-recall-drop", "13", "--out", str(tmp_path / "a")
-    )
+def test_exit_codes(demo_bundle, int8_bundle, tmp_path, cli):
+    passing = cli("drift", "--bundle", str(demo_bundle), *DEMO_GATE, "--out", str(tmp_path / "a"))
     assert passing.returncode == 0
-    strict = toolkit_cli(
+    strict = cli(
         "drift", "--bundle", str(int8_bundle), "--min-agreement", "1.01", "--out", str(tmp_path / "b"), check=False
     )
     assert strict.returncode == 1 and "Gate FAILED" in strict.stdout
-    assert toolkit_cli("drift", "--bundle", str(int8_bundle), *LOOSE, "--out", str(tmp_path / "c")).returncode == 0
-    missing = toolkit_cli("drift", "--bundle", str(tmp_path / "nope"), check=False)
+    assert cli("drift", "--bundle", str(int8_bundle), *LOOSE, "--out", str(tmp_path / "c")).returncode == 0
+    missing = cli("drift", "--bundle", str(tmp_path / "nope"), check=False)
     assert missing.returncode == 2 and "bundle folder not found" in missing.stderr

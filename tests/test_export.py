@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import HAM, toolkit_cli
+from conftest import HAM
 
 from toolkit.bundle import Bundle
 from toolkit.classes import CLASSES
@@ -90,12 +90,12 @@ def test_mediapipe_image_classifier_reads_the_bundle(int8_bundle):
     ids=["float32", "float16", "dynamic", "int8-io-int8", "int8-io-float32", "int8-litert"],
 )
 def test_every_preset_and_back_end_agrees_with_the_float_model(
-    quantization, io_dtype, small_run, tmp_path, test_images
+    quantization, io_dtype, small_run, tmp_path, test_images, cli
 ):
     args = ["export", "--run", str(small_run), "--out", str(tmp_path), "--calibration-images", "60", "--skip-drift"]
     if quantization.mode != "float32":
         args += ["--quantize", quantization.mode, "--io", quantization.io, "--quantizer", quantization.backend]
-    toolkit_cli(*args)
+    cli(*args)
     bundle = Bundle.open(tmp_path / small_run.name)
     assert bundle.manifest["input"]["dtype"] == io_dtype and bundle.manifest["output"]["dtype"] == io_dtype
     images, reference = test_images
@@ -131,8 +131,8 @@ def test_calibration_sample_is_stratified_and_seeded():
         stratified_sample(table[table["label"] != "df"], 300)
 
 
-def test_predict_prints_the_top_classes(int8_bundle):
-    out = toolkit_cli("predict", "--bundle", str(int8_bundle), "--top", "2", *map(str, REAL_IMAGES[:2])).stdout
+def test_predict_prints_the_top_classes(int8_bundle, cli):
+    out = cli("predict", "--bundle", str(int8_bundle), "--top", "2", *map(str, REAL_IMAGES[:2])).stdout
     lines = out.strip().splitlines()
     assert lines[0].endswith(REAL_IMAGES[0].name) and len(lines) == 6
     label, probability = lines[1].split()[1:]
@@ -144,7 +144,7 @@ def _one_line_error(result, message: str) -> None:
     assert result.returncode == 2 and len(err) == 1 and message in err[0], result.stderr[-2000:]
 
 
-def test_bad_input_gets_one_line_and_leaves_nothing(small_run, int8_bundle, tmp_path):
+def test_bad_input_gets_one_line_and_leaves_nothing(small_run, int8_bundle, tmp_path, cli):
     runs = tmp_path / "runs"
     no_model = runs / "no_model"
     shutil.copytree(small_run, no_model, ignore=shutil.ignore_patterns("model.keras"))
@@ -169,27 +169,27 @@ def test_bad_input_gets_one_line_and_leaves_nothing(small_run, int8_bundle, tmp_
         (["--run", str(tmp_path / "missing")], "run folder not found"),
     ]
     for extra, message in cases:
-        _one_line_error(toolkit_cli("export", "--quantize", "--out", str(out), *extra, check=False), message)
+        _one_line_error(cli("export", "--quantize", "--out", str(out), *extra, check=False), message)
     assert not out.exists() or not any(out.iterdir())
-    cannot_write = toolkit_cli("export", "--run", str(small_run), "--out", str(blocker / "sub"), check=False)
+    cannot_write = cli("export", "--run", str(small_run), "--out", str(blocker / "sub"), check=False)
     _one_line_error(cannot_write, "cannot write to")
-    exists = toolkit_cli("export", "--run", str(small_run), "--out", str(int8_bundle.parent), check=False)
+    exists = cli("export", "--run", str(small_run), "--out", str(int8_bundle.parent), check=False)
     _one_line_error(exists, "already exists: pass --force")
     empty = tmp_path / "empty"
     empty.mkdir()
-    no_run = toolkit_cli("export", "--quantize", check=False, cwd=str(empty))
+    no_run = cli("export", "--quantize", check=False, cwd=str(empty))
     _one_line_error(no_run, "make demo")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty", "runs", "six.txt"]
 
 
-def test_predict_refuses_a_bundle_whose_labels_disagree(int8_bundle, tmp_path):
+def test_predict_refuses_a_bundle_whose_labels_disagree(int8_bundle, tmp_path, cli):
     broken = Path(shutil.copytree(int8_bundle, tmp_path / "broken"))
     (broken / "labels.txt").write_text("a\nb\n")
     _one_line_error(
-        toolkit_cli("predict", "--bundle", str(broken), str(REAL_IMAGES[0]), check=False),
+        cli("predict", "--bundle", str(broken), str(REAL_IMAGES[0]), check=False),
         "has 2 labels but the model has 7 outputs",
     )
     _one_line_error(
-        toolkit_cli("predict", "--bundle", str(tmp_path / "nope"), str(REAL_IMAGES[0]), check=False),
+        cli("predict", "--bundle", str(tmp_path / "nope"), str(REAL_IMAGES[0]), check=False),
         "bundle folder not found",
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit import __version__
+from toolkit.drift import Gate
 from toolkit.errors import GateFailed, ToolkitError
 from toolkit.export.convert import BACKENDS, IO_TYPES, QUANTIZATIONS
 
@@ -118,9 +119,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gate(args: argparse.Namespace):
-    from toolkit.drift import Gate
-
+def _gate(args: argparse.Namespace) -> Gate:
     return Gate(args.min_agreement, args.max_balanced_accuracy_drop, args.max_recall_drop)
 
 
@@ -142,18 +141,32 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def _add_gate_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--min-agreement", type=float, default=0.98, help="top-1 agreement (default 0.98)")
-    parser.add_argument("--max-balanced-accuracy-drop", type=float, default=1.0, help="in points (default 1.0)")
-    parser.add_argument("--max-recall-drop", type=float, default=3.0, help="per class, in points (default 3.0)")
+    defaults = Gate()
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=defaults.min_agreement,
+        help=f"top-1 agreement (default {defaults.min_agreement})",
+    )
+    parser.add_argument(
+        "--max-balanced-accuracy-drop",
+        type=float,
+        default=defaults.max_balanced_accuracy_drop,
+        help=f"in points (default {defaults.max_balanced_accuracy_drop})",
+    )
+    parser.add_argument(
+        "--max-recall-drop",
+        type=float,
+        default=defaults.max_recall_drop,
+        help=f"per class, in points (default {defaults.max_recall_drop})",
+    )
 
 
 def _thread_counts(text: str) -> tuple[int, ...]:
     try:
         counts = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise ToolkitError(
-            f"--threads takes a comma-separated list of numbers, e.g. 1,2,4; received {text!r}"
-        ) from None
+        raise ToolkitError(f"--threads takes comma-separated numbers, e.g. 1,2,4; received {text!r}") from None
     if not counts or min(counts) < 1:
         raise ToolkitError(f"--threads must be positive numbers; received {text!r}")
     return counts

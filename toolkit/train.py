@@ -235,6 +235,7 @@ def train(
             )
         _validate(config)
         table = _prepare_table(config, demo_root)
+    keras.utils.set_random_seed(config.seed)  # the head's initial weights and dropout: the same seed, the same run
     input_size = config.input_size or backbone_spec(config.arch).default_size
     model = build_classifier(config.arch, input_size, config.weights, config.alpha, config.dropout, config.bn_fix)
     if not resume:
