@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -174,12 +175,14 @@ def test_app_timings_import(tmp_path, cli):
 
 
 def test_bad_bench_input(int8_bundle, tmp_path, cli):
-    empty, unreadable = tmp_path / "no_images", tmp_path / "unreadable"
+    empty, unreadable, no_model = tmp_path / "no_images", tmp_path / "unreadable", tmp_path / "no_model"
     empty.mkdir()
     unreadable.mkdir()
+    shutil.copytree(int8_bundle, no_model, ignore=shutil.ignore_patterns("model.tflite"))
     (unreadable / "broken.png").write_bytes(b"not an image")  # images that cannot fill the model's input
     cases = [
         (["--bundle", str(tmp_path / "missing")], "bundle folder not found"),
+        (["--bundle", str(no_model)], "no model.tflite in bundle"),
         (["--bundle", str(int8_bundle), "--images", str(empty)], "no images"),
         (["--bundle", str(int8_bundle), "--images", str(unreadable)], "broken.png"),
         (["--bundle", str(int8_bundle), "--runs", "20"], "at least 100"),
