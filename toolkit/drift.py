@@ -24,7 +24,6 @@ from toolkit.errors import ToolkitError
 from toolkit.evaluate import compute_metrics
 from toolkit.runs import Run, open_run
 
-REPORT_FILES = ("drift.json", "drift.md", "drift.png")
 GATE_FAILED = 1
 
 

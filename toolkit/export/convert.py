@@ -121,19 +121,15 @@ def _tflite_converter(model, input_size: int, quantization: Quantization, calibr
             raise ToolkitError(f"TFLite conversion ({mode}) failed: {reason}{hint}") from None
 
 
-def _litert_quantizer(float_model: bytes, quantization: Quantization, calibration: np.ndarray) -> bytes:
-    from toolkit.export.litert import quantize_int8
-
-    return quantize_int8(float_model, pin_input_range(calibration), quantization.io)
-
-
 def convert(model, input_size: int, quantization: Quantization, calibration: np.ndarray | None = None) -> bytes:
     """The .tflite bytes of ``model`` (raw RGB in, probabilities out) quantized as asked."""
     if quantization.mode == "int8" and (calibration is None or not len(calibration)):
         raise ToolkitError("int8 quantization needs calibration images")
     converted = _tflite_converter(model, input_size, quantization, calibration)
     if quantization.mode == "int8" and quantization.backend == "litert":
-        converted = _litert_quantizer(converted, quantization, calibration)
+        from toolkit.export.litert import quantize_int8
+
+        converted = quantize_int8(converted, pin_input_range(calibration), quantization.io)
     if quantization.mode == "int8":
         check_integer_only(converted, quantization)
     return converted
