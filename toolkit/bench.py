@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.bundle import MODEL, Bundle, quantize_input
+from toolkit.bundle import MODEL, Bundle
 from toolkit.errors import ToolkitError
 
 MIN_TIMED_RUNS = 100  # percentiles need at least this many
@@ -94,13 +94,12 @@ class _Config:
 
 def _inputs(bundle: Bundle, images: list[Path], count: int, seed: int = 0) -> list[np.ndarray]:
     """Real images preprocessed as the manifest says, or random bytes of the input dtype."""
-    spec = bundle.manifest["input"]
     if images:
         pixels = bundle.load([str(p) for p in images], desc=f"preprocessing for {bundle.path.name}")
-        return [quantize_input(image[None], spec["dtype"], spec["scale"], spec["zero_point"]) for image in pixels]
-    rng = np.random.default_rng(seed)
-    random_pixels = rng.integers(0, 256, (count, *spec["shape"][1:]), dtype=np.uint8)
-    return [quantize_input(image[None], spec["dtype"], spec["scale"], spec["zero_point"]) for image in random_pixels]
+    else:
+        shape = (count, *bundle.manifest["input"]["shape"][1:])
+        pixels = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    return [bundle.to_input(image[None]) for image in pixels]
 
 
 def _image_files(folder: Path | None) -> list[Path]:

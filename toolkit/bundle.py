@@ -80,6 +80,16 @@ class Bundle:
     def preprocess(self, path: str | Path) -> np.ndarray:
         return resize_image(decode_image(path), self.input_size, self.resize_mode)
 
+    def to_input(self, images: np.ndarray) -> np.ndarray:
+        """uint8 RGB images (already resized) as the model's input tensor, per the manifest."""
+        spec = self.manifest["input"]
+        return quantize_input(images, spec["dtype"], spec["scale"], spec["zero_point"])
+
+    def from_output(self, raw: np.ndarray) -> np.ndarray:
+        """The model's raw output values as probabilities, per the manifest."""
+        spec = self.manifest["output"]
+        return dequantize_output(raw, spec["dtype"], spec["scale"], spec["zero_point"])
+
     def interpreter(self, threads: int | None = None, xnnpack: bool = True):
         from toolkit.export.convert import interpreter
 
@@ -102,14 +112,10 @@ class Bundle:
         from tqdm.auto import tqdm
 
         runner = self.interpreter(threads)
-        spec_in, spec_out = self.manifest["input"], self.manifest["output"]
         index_in, index_out = runner.get_input_details()[0]["index"], runner.get_output_details()[0]["index"]
         probs = np.empty((len(images), len(self.labels)), np.float32)
         for i, image in enumerate(tqdm(images, desc=desc, unit="img", leave=False, disable=None)):
-            runner.set_tensor(
-                index_in, quantize_input(image[None], spec_in["dtype"], spec_in["scale"], spec_in["zero_point"])
-            )
+            runner.set_tensor(index_in, self.to_input(image[None]))
             runner.invoke()
-            raw = runner.get_tensor(index_out)[0]
-            probs[i] = dequantize_output(raw, spec_out["dtype"], spec_out["scale"], spec_out["zero_point"])
+            probs[i] = self.from_output(runner.get_tensor(index_out)[0])
         return probs

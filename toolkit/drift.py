@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toolkit.bundle import Bundle, dequantize_output
+from toolkit.bundle import Bundle
 from toolkit.classes import CLASSES
 from toolkit.errors import ToolkitError
-from toolkit.evaluate import compute_metrics
+from toolkit.evaluate import compute_metrics, draw_confusion
 from toolkit.runs import Run, open_run
 
 GATE_FAILED = 1
@@ -87,7 +87,6 @@ def read_predictions(path: Path, bundle: Bundle) -> pd.DataFrame:
     """
     if not path.is_file():
         raise ToolkitError(f"predictions file not found: {path}")
-    spec = bundle.manifest["output"]
     rows = {}
     if path.suffix.lower() == ".csv":
         table = pd.read_csv(path, dtype={"image_id": str})
@@ -107,7 +106,7 @@ def read_predictions(path: Path, bundle: Bundle) -> pd.DataFrame:
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
                 raise ToolkitError(f"predictions {path} line {number}: not a prediction record ({error})") from None
             is_raw = "probabilities" not in record
-            rows[image_id] = dequantize_output(raw, spec["dtype"], spec["scale"], spec["zero_point"]) if is_raw else raw
+            rows[image_id] = bundle.from_output(raw) if is_raw else raw
     bad = [image_id for image_id, probs in rows.items() if len(probs) != len(bundle.labels)]
     if bad:
         raise ToolkitError(
@@ -289,18 +288,8 @@ def plot(report: dict, path: Path) -> None:
 
     total = report["total"]
     figure, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    for axis, key, title in (
-        (axes[0], "confusion_before", "reference (float)"),
-        (axes[1], "confusion_after", "exported"),
-    ):
-        counts = np.array(total[key], dtype=float)
-        normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-        for (row, col), value in np.ndenumerate(normalised):
-            colour = "white" if value > 0.5 else "black"
-            axis.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
-        axis.set(xticks=range(len(CLASSES)), yticks=range(len(CLASSES)), xticklabels=CLASSES, yticklabels=CLASSES)
-        axis.set(xlabel="predicted", ylabel="true", title=title)
+    draw_confusion(axes[0], total["confusion_before"], "reference (float)", fontsize=7)
+    draw_confusion(axes[1], total["confusion_after"], "exported", fontsize=7)
     drops = total["recall_drop_points"]
     colours = ["tab:red" if d > report["gate"]["max_recall_drop"] else "tab:grey" for d in drops.values()]
     axes[2].bar(list(drops), list(drops.values()), color=colours)

@@ -65,18 +65,22 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
     }
 
 
-def plot_confusion(matrix: list[list[int]], path: Path, title: str) -> None:
-    """Row-normalised confusion matrix: each row shows where one true class went."""
+def draw_confusion(axis, matrix: list[list[int]], title: str, fontsize: int = 8):
+    """Row-normalised confusion matrix on ``axis``: each row shows where one true class went."""
     counts = np.array(matrix, dtype=float)
     normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    figure, axis = plt.subplots(figsize=(6, 5))
     image = axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     for (row, col), value in np.ndenumerate(normalised):
-        axis.text(
-            col, row, f"{value:.2f}", ha="center", va="center", color="white" if value > 0.5 else "black", fontsize=8
-        )
+        colour = "white" if value > 0.5 else "black"
+        axis.text(col, row, f"{value:.2f}", ha="center", va="center", color=colour, fontsize=fontsize)
     axis.set(xticks=range(len(CLASSES)), yticks=range(len(CLASSES)), xticklabels=CLASSES, yticklabels=CLASSES)
     axis.set(xlabel="predicted", ylabel="true", title=title)
+    return image
+
+
+def plot_confusion(matrix: list[list[int]], path: Path, title: str) -> None:
+    figure, axis = plt.subplots(figsize=(6, 5))
+    image = draw_confusion(axis, matrix, title)
     figure.colorbar(image, ax=axis, fraction=0.046)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
