@@ -91,6 +91,9 @@ def test_boundary_by_layer_count():
     set_phase(model, "mobilenet_v2", "finetune", "10")
     trainable = [layer.trainable for layer in backbone_of(model).layers]
     assert not any(trainable[:-10])
+    set_phase(model, "mobilenet_v2", "finetune", "all")
+    norms = [isinstance(layer, keras.layers.BatchNormalization) for layer in backbone_of(model).layers]
+    assert [layer.trainable for layer in backbone_of(model).layers] == [not norm for norm in norms]
 
 
 def test_bad_backbone_arguments(tmp_path, monkeypatch):

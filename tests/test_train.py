@@ -51,6 +51,25 @@ def test_run_folder_is_complete_and_consistent(run):
     assert np.array(metrics["test"]["confusion_matrix"]).sum() == len(test_labels)
 
 
+def test_the_decision_chosen_on_val_is_the_one_the_model_makes(run):
+    decision = json.loads((run / "decision.json").read_text())
+    curve, chosen = decision["curve"]["macro_f1"], decision["taus"].index(decision["tau"])
+    assert curve[chosen] == max(curve)
+    val = json.loads((run / "metrics.json").read_text())["val"]
+    assert val["macro_f1"] == pytest.approx(curve[chosen], abs=0.05)  # folded in: near-ties may flip in float32
+
+
+def test_from_scratch_batchnorm_learns_its_statistics(run):
+    import keras
+
+    from toolkit.model import backbone_of
+
+    model = keras.saving.load_model(run / "model.keras")
+    norms = [layer for layer in backbone_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert any(layer.trainable for layer in norms)  # weights none: no pretrained statistics for the fix to keep
+    assert max(float(np.abs(np.asarray(layer.moving_mean)).max()) for layer in norms) > 1e-4  # init: exactly 0
+
+
 def test_evaluate_recomputes_the_metrics_and_ensembles(run, capsys):
     metrics = json.loads((run / "metrics.json").read_text())["test"]
     again = evaluate_runs([run], "test")

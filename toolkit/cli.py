@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit import __version__
+from toolkit.calibrate import OBJECTIVES
 from toolkit.drift import Gate
 from toolkit.errors import GateFailed, ToolkitError
 from toolkit.export.convert import BACKENDS, IO_TYPES, QUANTIZATIONS
@@ -77,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     given.update(
         data=str(args.data or "demo"),
         input_size=args.input_size or (64 if args.demo else 0),
-        augment=None if args.no_augment else AugmentConfig(),
+        augment=AugmentConfig.preset(args.augment),
     )
     config = TrainConfig(**given)
     out = train(
@@ -260,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--input-size", type=int, default=0, help="square input size (default: the backbone's)")
     train.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
     train.add_argument("--resize-mode", default="squash", choices=["squash", "pad"])
-    train.add_argument("--boundary", default="", help="fine-tune from: block_13, block_16, conv5, or a layer count")
+    train.add_argument("--boundary", default="", help="fine-tune from: block_13, block_16, conv5, all, or a count")
     train.add_argument("--epochs-head", type=int, default=3)
     train.add_argument("--epochs-finetune", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=32)
@@ -270,7 +271,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--label-smoothing", type=float, default=0.0)
     train.add_argument("--imbalance", default="class_weight", choices=["class_weight", "oversample", "none"])
     train.add_argument("--class-weight-power", type=float, default=1.0, help="0.5 for square-root class weights")
-    train.add_argument("--no-augment", action="store_true")
+    train.add_argument(
+        "--augment",
+        default="notebook",
+        choices=["notebook", "dermoscopy", "none"],
+        help="notebook: the original ImageDataGenerator settings; dermoscopy: any rotation, more zoom and contrast",
+    )
+    train.add_argument("--dropout", type=float, default=0.2)
+    train.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
+    train.add_argument(
+        "--decision",
+        default="macro_f1",
+        choices=[*OBJECTIVES, "none"],
+        help="after training: shift the class priors to maximise this metric on val, then fit a temperature",
+    )
+    train.add_argument("--no-bn-fix", dest="bn_fix", action="store_false", help="ablation only: BatchNorm trains")
     train.add_argument("--limit", type=int, default=0, help="at most N images per split, stratified")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/NAME")

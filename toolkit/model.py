@@ -148,6 +148,8 @@ def backbone_of(model: keras.Model) -> keras.Model:
 
 def boundary_index(backbone: keras.Model, arch: str, boundary: str | int) -> int:
     """Index of the first backbone layer that fine-tunes: a named boundary, or the last N layers."""
+    if boundary == "all":
+        return 0
     if isinstance(boundary, int) or str(boundary).isdigit():
         count = int(boundary)
         if not 0 < count <= len(backbone.layers):
@@ -157,7 +159,7 @@ def boundary_index(backbone: keras.Model, arch: str, boundary: str | int) -> int
     if boundary not in boundaries:
         raise ToolkitError(
             f"unknown fine-tune boundary {boundary!r} for {arch}; "
-            f"expected one of {', '.join(boundaries)} or a layer count"
+            f"expected one of {', '.join(boundaries)}, all, or a layer count"
         )
     return next(i for i, layer in enumerate(backbone.layers) if layer.name.startswith(boundaries[boundary]))
 

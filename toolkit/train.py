@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from toolkit.calibrate import OBJECTIVES, fit_decision, fold_into_head
 from toolkit.classes import CLASSES
 from toolkit.data.images import RESIZE_MODES, load_images
 from toolkit.data.pipeline import AugmentConfig, ImageBatches, class_weights
@@ -58,7 +60,8 @@ class TrainConfig:
     class_weight_power: float = 1.0  # 0.5: square-root class weights
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     augment_head: bool = False  # False: phase 1 trains on cached backbone features
-    bn_fix: bool = True
+    bn_fix: bool = True  # only with pretrained weights: from scratch, BatchNorm must learn its statistics
+    decision: str = "macro_f1"  # prior shift chosen on val by this metric, then temperature; "none": neither
     patience: int = 5
     limit: int = 0  # 0: no limit; else at most this many images per split
     val: float = 0.15
@@ -162,16 +165,25 @@ def _prepare_table(config: TrainConfig, demo_root: Path | None) -> pd.DataFrame:
 
 def _validate(config: TrainConfig) -> None:
     backbone_spec(config.arch)
+    if config.decision not in (*OBJECTIVES, "none"):
+        raise ToolkitError(f"unknown decision {config.decision!r}; expected one of {', '.join(OBJECTIVES)} or none")
     if config.resize_mode not in RESIZE_MODES:
         raise ToolkitError(f"unknown resize mode {config.resize_mode!r}; expected one of {', '.join(RESIZE_MODES)}")
     if config.optimizer not in ("adam", "adamw"):
         raise ToolkitError(f"unknown optimizer {config.optimizer!r}; expected adam or adamw")
 
 
+def uses_bn_fix(config: TrainConfig) -> bool:
+    """The fix keeps pretrained statistics; a backbone trained from scratch has none to keep."""
+    return config.bn_fix and config.weights != "none"
+
+
 def _fit_phase(model, config, phase, run, state, train, val, features_model=None) -> None:
     """One phase: compile, fit (resuming from its backup), and mark it done in the state."""
+    started = time.monotonic()
     epochs = config.epochs_head if phase == "head" else config.epochs_finetune
-    set_phase(model, config.arch, phase, config.boundary or backbone_spec(config.arch).default_boundary, config.bn_fix)
+    boundary = config.boundary or backbone_spec(config.arch).default_boundary
+    set_phase(model, config.arch, phase, boundary, uses_bn_fix(config))
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     learning_rate = config.lr_head if phase == "head" else config.lr_finetune
     (train_images, train_labels), (val_images, val_labels) = train, val
@@ -212,6 +224,8 @@ def _fit_phase(model, config, phase, run, state, train, val, features_model=None
     fit_model.fit(**data, epochs=epochs, callbacks=callbacks, verbose=verbose if features_model is None else 0)
     if phase == "head":
         model.save_weights(run / "after_head.weights.h5")
+    seconds = state.setdefault("seconds", {})
+    seconds[phase] = seconds.get(phase, 0.0) + time.monotonic() - started  # summed over resumed attempts
     state["done"] = [*state.get("done", []), phase]
     _save_state(run, state)
 
@@ -237,7 +251,10 @@ def train(
         table = _prepare_table(config, demo_root)
     keras.utils.set_random_seed(config.seed)  # the head's initial weights and dropout: the same seed, the same run
     input_size = config.input_size or backbone_spec(config.arch).default_size
-    model = build_classifier(config.arch, input_size, config.weights, config.alpha, config.dropout, config.bn_fix)
+    bn_fix = uses_bn_fix(config)
+    if config.bn_fix and not bn_fix:
+        print("weights none: BatchNorm trains (the BatchNorm fix only protects pretrained statistics)", flush=True)
+    model = build_classifier(config.arch, input_size, config.weights, config.alpha, config.dropout, bn_fix)
     if not resume:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
@@ -257,19 +274,34 @@ def train(
             continue
         if phase == "finetune" and (partial / "after_head.weights.h5").exists():
             model.load_weights(partial / "after_head.weights.h5")
-        cached = phase == "head" and not config.augment_head and config.bn_fix
+        cached = phase == "head" and not config.augment_head and bn_fix
         features_model = keras.Model(model.input, model.get_layer("pool").output) if cached else None
         _fit_phase(model, config, phase, partial, state, train_set, val_set, features_model)
+    started = time.monotonic()
     _finish(partial, table, config, state, {"val": val_set, "test": split_arrays("test")})
+    state["seconds"]["evaluate"] = time.monotonic() - started
+    _save_state(partial, state)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(partial, out)
     return out
 
 
 def _finish(run: Path, table: pd.DataFrame, config: TrainConfig, state: dict, evaluated: dict) -> None:
-    """Reference predictions, metrics and plots of the best model; clean up what only resuming needed."""
+    """Fold the decision rule into the best model, then its reference predictions, metrics and plots.
+
+    Clean up what only resuming needed.
+    """
     best = keras.saving.load_model(run / "model.keras")
     reference, metrics = {"backend": state["backend"], "device": state["device"]}, {}
+    if config.decision != "none":
+        images, labels = evaluated["val"]
+        train_labels = table.loc[table["split"] == "train", "label"].map(CLASSES.index).to_numpy()
+        probs = predict(best, images, "fitting the decision on val")
+        decision = fit_decision(probs, labels, train_labels, config.decision)
+        fold_into_head(best, decision)
+        best.save(run / "model.keras")
+        write_json(run / "decision.json", decision.as_dict())
+        print(f"decision: tau {decision.tau:+.2f} by val {config.decision}, temperature {decision.temperature:.2f}")
     for split, (images, labels) in evaluated.items():
         ids = table.loc[table["split"] == split, "image_id"].to_numpy(str)
         probs = predict(best, images, f"reference on {split}").astype(np.float32)

@@ -37,6 +37,20 @@ class AugmentConfig:
     brightness: float = 0.1  # added offset, fraction of 255
     contrast: float = 0.1  # contrast factor drawn from [1 - contrast, 1 + contrast]
 
+    @classmethod
+    def preset(cls, name: str) -> AugmentConfig | None:
+        """``notebook`` (the defaults), ``dermoscopy`` (any rotation: a lesion has no up) or ``none``."""
+        if name not in AUGMENT_PRESETS:
+            raise ToolkitError(f"unknown augmentation {name!r}; expected one of {', '.join(AUGMENT_PRESETS)}")
+        return AUGMENT_PRESETS[name]
+
+
+AUGMENT_PRESETS: dict[str, AugmentConfig | None] = {
+    "notebook": AugmentConfig(),
+    "dermoscopy": AugmentConfig(rotation=180.0, shift=0.1, zoom=0.2, brightness=0.1, contrast=0.2),
+    "none": None,
+}
+
 
 def _affine_matrix(config: AugmentConfig, rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     centre = np.array([(width - 1) / 2, (height - 1) / 2])  # pixel centres sit on integers

@@ -1,0 +1,256 @@
+"""The accuracy benchmark: the whole chain on the shared HAM10000 images, scored on the test split.
+
+Split (lesion-grouped, stratified, seed 0, 70/15/15), train the arch's recipe, evaluate the float
+model, export int8 with the drift gate (``--selective`` retries when it fails), score the bundle on
+the test split with the app's own steps (``tests/app_steps.py``, the code the contract test holds
+``predict`` to), time it at 2 threads, and write ``benchmarks/results/ham10000_<arch>.json``.
+Everything in a recipe was chosen on the validation split.
+
+    .venv/bin/python benchmarks/accuracy_ham10000.py --arch mobilenet_v2 --out flutter_assets
+    .venv/bin/python benchmarks/accuracy_ham10000.py --arch densenet121
+    .venv/bin/python benchmarks/accuracy_ham10000.py --ensemble mobilenet_v2 densenet121
+
+Training runs on whatever Keras backend is set: on a GPU machine with JAX and no TensorFlow, run
+``KERAS_BACKEND=jax ... --train-only`` there, bring the run folder back, and run the same command
+here without ``--train-only``: an existing run with the same recipe is reused, not retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from common import SHARED, environment, write_result
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the app's steps, shared with the contract test
+
+HAM10000 = SHARED / "data" / "ham10000"
+RUNS = REPO / "runs"
+
+COMMON = {
+    "data": str(HAM10000),
+    "resize_mode": "squash",
+    "augment": "dermoscopy",
+    "imbalance": "class_weight",
+    "class_weight_power": 0.5,
+    "label_smoothing": 0.05,
+    "dropout": 0.3,
+    "patience": 4,
+    "decision": "macro_f1",
+    "seed": 0,
+}
+RECIPES: dict[str, dict] = {
+    "mobilenet_v2": {
+        **COMMON,
+        "arch": "mobilenet_v2",
+        "weights": "imagenet",
+        "input_size": 176,
+        "boundary": "all",
+        "epochs_head": 2,
+        "epochs_finetune": 10,
+        "lr_head": 1e-3,
+        "lr_finetune": 1e-4,
+    },
+    "densenet121": {
+        **COMMON,
+        "arch": "densenet121",
+        "weights": "none",  # no ImageNet DenseNet weights on these machines: from scratch, BatchNorm trains
+        "input_size": 64,  # from scratch on 2 CPU cores: about 3.5 minutes an epoch at 64 px
+        "boundary": "all",
+        "epochs_head": 0,  # a head on random features learns nothing worth keeping
+        "epochs_finetune": 6,
+        "lr_head": 1e-3,
+        "lr_finetune": 1e-3,
+    },
+}
+TARGETS = {  # the int8 MobileNetV2 bundle on the test split (issue 7)
+    "balanced_accuracy": (">=", 0.72),
+    "accuracy": (">=", 0.84),
+    "macro_f1": (">=", 0.65),
+    "model_megabytes": ("<=", 3.0),
+    "balanced_accuracy_drop_points": ("<=", 1.0),
+    "top1_agreement": (">=", 0.98),
+}
+REPORTED = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc_ovr_macro", "ece")
+
+
+def config_for(arch: str):
+    from toolkit.data.pipeline import AugmentConfig
+    from toolkit.train import TrainConfig
+
+    recipe = dict(RECIPES[arch])
+    return TrainConfig(**{**recipe, "augment": AugmentConfig.preset(recipe["augment"])})
+
+
+def same_recipe(saved: dict, wanted: dict) -> bool:
+    """Equal configs, the data path compared once resolved (a run trained from the CLI names it relatively)."""
+    paths = (Path(saved.get("data", "")).resolve(), Path(wanted["data"]).resolve())
+    return paths[0] == paths[1] and {**saved, "data": ""} == {**wanted, "data": ""}
+
+
+def train_or_reuse(arch: str) -> Path:
+    """The run for ``arch``'s recipe: reused when ``runs/ham10000_<arch>/`` holds exactly that recipe."""
+    from toolkit.train import train
+
+    config, run = config_for(arch), RUNS / f"ham10000_{arch}"
+    saved = run / "config.json"
+    if saved.exists() and same_recipe(json.loads(saved.read_text()), asdict(config)):
+        print(f"reusing {run} (same recipe)")
+        return run
+    partial = run.with_name(run.name + ".partial")
+    train(config, run, resume=(partial / "config.json").exists(), force=True)
+    return run
+
+
+def scores(metrics: dict) -> dict:
+    return {
+        **{key: round(metrics[key], 4) for key in REPORTED},
+        "recall": {name: round(entry["recall"], 4) for name, entry in metrics["per_class"].items()},
+        "roc_auc_ovr": {name: round(value, 4) for name, value in metrics["roc_auc_ovr"].items()},
+        "confusion_matrix": metrics["confusion_matrix"],
+    }
+
+
+def export_and_gate(run: Path, out: Path, name: str) -> tuple[Path, bool]:
+    """int8 export with the drift gate and ``--selective``; a rejected bundle is still scored, as rejected."""
+    from toolkit.errors import GateFailed
+    from toolkit.export import ExportOptions, export_run
+
+    options = ExportOptions(run=run, out=out, name=name, force=True, selective=True)
+    try:
+        return export_run(options), True
+    except GateFailed as failure:
+        print(f"benchmark: {failure}")
+        return out / f".{name}.rejected", False
+
+
+def score_bundle(bundle: Path, run: Path, drift_report: dict) -> dict:
+    """The test split through the app's steps (decode, resize, feed bytes, dequantise), checked against drift's."""
+    from app_steps import app_classify
+
+    from toolkit.classes import CLASSES
+    from toolkit.evaluate import compute_metrics
+    from toolkit.runs import open_run
+
+    rows = open_run(run).rows("test")
+    probs, labels, _ = app_classify(bundle, [Path(p) for p in rows["path"]])
+    if labels != list(CLASSES):
+        raise SystemExit(f"{bundle}/labels.txt is not in HAM10000 order: {labels}")
+    metrics = compute_metrics(rows["label_index"].to_numpy(), probs)
+    if metrics["confusion_matrix"] != drift_report["exported_metrics"]["confusion_matrix"]:
+        raise SystemExit(f"the app's steps and the drift gate scored {bundle} differently: a preprocessing mismatch")
+    return metrics
+
+
+def check_targets(int8: dict, drift: dict, model_bytes: int) -> dict:
+    values = {
+        **{key: int8[key] for key in ("balanced_accuracy", "accuracy", "macro_f1")},
+        "model_megabytes": round(model_bytes / 1e6, 3),
+        "balanced_accuracy_drop_points": drift["balanced_accuracy_drop_points"],
+        "top1_agreement": drift["top1_agreement"],
+    }
+    return {
+        key: {
+            "value": values[key],
+            "target": f"{op} {bound}",
+            "met": bool(values[key] >= bound if op == ">=" else values[key] <= bound),
+        }
+        for key, (op, bound) in TARGETS.items()
+    }
+
+
+def benchmark(arch: str, out: Path, train_only: bool) -> None:
+    from toolkit.bench import bench_local
+
+    started = time.monotonic()
+    run = train_or_reuse(arch)
+    if train_only:
+        print(f"trained {run}; run the same command without --train-only on a machine with TensorFlow")
+        return
+    state = json.loads((run / "state.json").read_text())
+    float_metrics = json.loads((run / "metrics.json").read_text())
+    seconds = {phase: round(value, 1) for phase, value in state.get("seconds", {}).items()}
+
+    clock = time.monotonic()
+    bundle, passed = export_and_gate(run, out, f"ham10000_{arch}")
+    seconds["export_and_gate"] = round(time.monotonic() - clock, 1)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    drift_report = json.loads((bundle / "drift" / "drift.json").read_text())
+
+    clock = time.monotonic()
+    int8_metrics = score_bundle(bundle, run, drift_report)
+    seconds["score_bundle"] = round(time.monotonic() - clock, 1)
+
+    clock = time.monotonic()
+    latency = next(r for r in bench_local([bundle], threads=(2,), runs=100, warmup=10)["results"])
+    seconds["latency"] = round(time.monotonic() - clock, 1)
+    model_bytes = (bundle / "model.tflite").stat().st_size
+    drift = manifest["drift"]
+    result = {
+        **environment(),
+        "protocol": "HAM10000, toolkit lesion-grouped stratified split, seed 0, 70/15/15; scored on test",
+        "arch": arch,
+        "config": json.loads((run / "config.json").read_text()),
+        "weights": RECIPES[arch]["weights"],
+        "trained_with": {"backend": state["backend"], "device": state["device"]},
+        "decision": json.loads((run / "decision.json").read_text()) if (run / "decision.json").exists() else None,
+        "seconds": {**seconds, "total_this_invocation": round(time.monotonic() - started, 1)},
+        "test_images": int8_metrics["images"],
+        "float": scores(float_metrics["test"]),
+        "int8": scores(int8_metrics),
+        "drift_gate": {"passed": passed, **drift},
+        "bundle": {
+            "path": str(bundle.relative_to(REPO)) if bundle.is_relative_to(REPO) else str(bundle),
+            "quantization": manifest["quantization"],
+            "quantizer": manifest["quantizer"],
+            "float_layers": len(manifest["float_layers"] or []),
+            "model_bytes": model_bytes,
+            "bundle_bytes": sum(entry["bytes"] for entry in manifest["files"].values()),
+        },
+        "latency_2_threads": {k: latency[k] for k in ("mean_ms", "p50_ms", "p90_ms", "runs")},
+    }
+    if arch == "mobilenet_v2":
+        result["targets"] = check_targets(result["int8"], drift, model_bytes)
+    path = write_result(f"ham10000_{arch}.json", result)
+    print(json.dumps({k: result[k] for k in ("float", "int8")}, indent=1)[:2000])
+    print(f"wrote {path}")
+
+
+def ensemble(archs: list[str]) -> None:
+    from toolkit.evaluate import evaluate_runs
+
+    runs = [RUNS / f"ham10000_{arch}" for arch in archs]
+    metrics = evaluate_runs(runs, "test")
+    result = {
+        **environment(),
+        "protocol": "HAM10000, toolkit lesion-grouped stratified split, seed 0, 70/15/15; scored on test",
+        "members": archs,
+        "float": scores(metrics),
+    }
+    path = write_result("ham10000_ensemble.json", result)
+    print(json.dumps(result["float"], indent=1)[:1500])
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=list(RECIPES))
+    parser.add_argument("--ensemble", nargs="+", choices=list(RECIPES), help="score the float ensemble of these runs")
+    parser.add_argument("--out", type=Path, default=RUNS / "bundles", help="where the bundle goes")
+    parser.add_argument("--train-only", action="store_true", help="train (any backend) and stop before export")
+    args = parser.parse_args()
+    if args.ensemble:
+        ensemble(args.ensemble)
+    elif args.arch:
+        benchmark(args.arch, args.out, args.train_only)
+    else:
+        parser.error("give --arch or --ensemble")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""README's accuracy tables, generated from the committed result JSONs (never typed by hand).
+
+.venv/bin/python benchmarks/results_table.py            # print the tables
+.venv/bin/python benchmarks/results_table.py --readme   # replace them in README.md between the markers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common import RESULTS
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+START, END = "<!-- accuracy-results:start -->", "<!-- accuracy-results:end -->"
+COLUMNS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr_macro", "ece")
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _row(label: str, model: str, scores: dict, extra: list[str]) -> str:
+    return "| " + " | ".join([label, model, *(f"{scores[c]:.3f}" for c in COLUMNS), *extra]) + " |"
+
+
+def accuracy_table() -> str:
+    header = (
+        "| model | | accuracy | balanced acc. | macro-F1 | AUC (OvR) | ECE | size (MB) | 2-thread ms | drift gate |"
+    )
+    lines = [header, "|" + "---|" * 10]
+    runs = sorted(RESULTS.glob("ham10000_*.json"))
+    for path in runs:
+        result = json.loads(path.read_text())
+        if "arch" not in result:
+            continue
+        config, bundle, gate = result["config"], result["bundle"], result["drift_gate"]
+        label = f"{result['arch']} {config['input_size']}px, weights {result['weights']}"
+        lines.append(_row(label, "float", result["float"], ["", "", ""]))
+        verdict = (
+            f"{'passed' if gate['passed'] else 'FAILED'}: {gate['top1_agreement']:.1%} top-1 agreement, "
+            f"{gate['balanced_accuracy_drop_points']:+.2f} pt bal. acc."
+        )
+        exported = bundle["quantization"] + (
+            f", {bundle['float_layers']} layers float" if bundle["float_layers"] else ""
+        )
+        size, latency = f"{bundle['model_bytes'] / 1e6:.2f}", f"{result['latency_2_threads']['mean_ms']:.2f}"
+        lines.append(_row("", exported, result["int8"], [size, latency, verdict]))
+    ensemble = _load("ham10000_ensemble.json")
+    if ensemble:
+        lines.append(_row("ensemble: " + " + ".join(ensemble["members"]), "float", ensemble["float"], ["", "", ""]))
+    return "\n".join(lines)
+
+
+def targets_table() -> str:
+    result = _load("ham10000_mobilenet_v2.json")
+    if not result or "targets" not in result:
+        return ""
+    lines = ["| int8 MobileNetV2 target | value | target | met |", "|---|---|---|---|"]
+    for name, entry in result["targets"].items():
+        lines.append(f"| {name} | {entry['value']} | {entry['target']} | {'yes' if entry['met'] else '**no**'} |")
+    return "\n".join(lines)
+
+
+def ablation_table() -> str:
+    result = _load("ablation_ham10000.json")
+    if not result:
+        return ""
+    lines = ["| variant | changed | accuracy | balanced acc. | macro-F1 | ECE |", "|---|---|---|---|---|---|"]
+    for name, variant in result["variants"].items():
+        changed = ", ".join(f"{k}={v}" for k, v in variant["changed"].items()) or "(the shortened recipe)"
+        test = variant["test"]
+        lines.append(
+            f"| {name} | {changed} | {test['accuracy']:.3f} | {test['balanced_accuracy']:.3f} | "
+            f"{test['macro_f1']:.3f} | {test['ece']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def tables() -> str:
+    parts = [accuracy_table(), targets_table(), ablation_table()]
+    return "\n\n".join(part for part in parts if part)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--readme", action="store_true", help=f"rewrite the tables in README.md between {START} and {END}"
+    )
+    args = parser.parse_args()
+    text = tables()
+    if not args.readme:
+        print(text)
+        return
+    readme = README.read_text()
+    if START not in readme or END not in readme:
+        raise SystemExit(f"README.md lacks the markers {START} and {END}")
+    head, rest = readme.split(START, 1)
+    README.write_text(f"{head}{START}\n{text}\n{END}{rest.split(END, 1)[1]}")
+    print(f"updated {README}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The decision rule and temperature fitted on validation, and their folding into the model's last layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from toolkit.calibrate import TAUS, Decision, fit_decision, fold_into_head
+from toolkit.classes import CLASSES
+from toolkit.errors import ToolkitError
+
+
+def skewed_predictions(seed: int = 0, overconfidence: float = 1.0, lean: float = 1.0):
+    """Validation predictions of a model that leans towards the majority class and is over-confident."""
+    rng = np.random.default_rng(seed)
+    train_labels = rng.choice(len(CLASSES), 5000, p=[0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02])
+    labels = np.repeat(np.arange(len(CLASSES)), 60)
+    logits = rng.normal(0, 1, (len(labels), len(CLASSES)))
+    logits[np.arange(len(labels)), labels] += 1.5
+    log_prior = np.log(np.bincount(train_labels, minlength=len(CLASSES)) / len(train_labels))
+    logits = overconfidence * (logits + lean * log_prior)  # a prior-following, over-confident model
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return probs / probs.sum(axis=1, keepdims=True), labels, train_labels
+
+
+def test_the_prior_shift_undoes_a_majority_lean():
+    probs, labels, train_labels = skewed_predictions()
+    decision = fit_decision(probs, labels, train_labels, "balanced_accuracy")
+    curve, chosen = decision.curve["balanced_accuracy"], decision.taus.index(decision.tau)
+    assert curve[chosen] == max(curve) and curve[chosen] > curve[decision.taus.index(0.0)] + 0.1
+    assert 0.6 <= decision.tau <= 1.4  # the model added the whole log prior: tau near 1 removes it
+    assert decision.tau in TAUS
+
+
+def test_the_temperature_undoes_overconfidence():
+    calm, labels, train_labels = skewed_predictions(lean=0.0)
+    loud, _, _ = skewed_predictions(overconfidence=3.0, lean=0.0)
+    calm_t = fit_decision(calm, labels, train_labels, "macro_f1").temperature
+    loud_t = fit_decision(loud, labels, train_labels, "macro_f1").temperature
+    assert loud_t / calm_t == pytest.approx(3.0, rel=0.25)  # logits three times as large
+
+
+def test_a_balanced_model_keeps_its_decision():
+    _, labels, train_labels = skewed_predictions()
+    rng = np.random.default_rng(1)
+    fair = rng.dirichlet(np.ones(len(CLASSES)), len(labels)) * 0.5
+    fair[np.arange(len(labels)), labels] += 0.5  # always right, no lean to any class
+    decision = fit_decision(fair, labels, train_labels, "macro_f1")
+    assert decision.tau == 0.0 and decision.shift == pytest.approx([0.0] * len(CLASSES))
+
+
+def test_unknown_objective_is_refused():
+    probs, labels, train_labels = skewed_predictions()
+    with pytest.raises(ToolkitError, match="unknown decision objective 'recall'"):
+        fit_decision(probs, labels, train_labels, "recall")
+
+
+def test_folding_makes_the_model_output_the_adjusted_probabilities():
+    from toolkit.model import build_classifier
+
+    model = build_classifier("mobilenet_v2", 32, weights="none", alpha=0.35)
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype("uint8")
+    before = np.asarray(model.predict_on_batch(images))
+    shift, temperature = np.linspace(-1, 1, len(CLASSES)), 2.5
+    fold_into_head(model, Decision("macro_f1", 0.5, shift.tolist(), temperature, {}, []))
+    logits = (np.log(before) + shift) / temperature
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert np.asarray(model.predict_on_batch(images)) == pytest.approx(expected, abs=1e-5)

@@ -1,0 +1,86 @@
+"""The decision rule and the calibration, fitted on the validation split and folded into the model.
+
+A prior shift (logit adjustment, Menon et al. 2021: add ``-tau * log(class prior)`` to the logits)
+moves decisions away from the majority class by an amount chosen on validation; temperature scaling
+(Guo et al. 2017) then makes the probabilities honest. Both are affine in the logits, so they fold
+into the last Dense layer: the exported model needs no extra op, and an app reads the calibrated
+probabilities and the tuned decision straight from the softmax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss
+
+from toolkit.classes import CLASSES
+from toolkit.errors import ToolkitError
+
+if TYPE_CHECKING:
+    import keras
+
+OBJECTIVES = {
+    "balanced_accuracy": balanced_accuracy_score,
+    "macro_f1": lambda labels, predicted: f1_score(
+        labels, predicted, labels=np.unique(labels), average="macro", zero_division=0
+    ),  # over the classes present, as toolkit.evaluate scores it
+    "accuracy": accuracy_score,
+}
+TAUS = np.round(np.linspace(-0.5, 1.5, 21), 2)
+TEMPERATURES = np.exp(np.linspace(np.log(0.2), np.log(5.0), 101))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What was folded into the head: ``probs = softmax((logits + shift) / temperature)``."""
+
+    objective: str
+    tau: float
+    shift: list[float]
+    temperature: float
+    curve: dict[str, list[float]]  # each objective on validation, at each tau in ``taus``
+    taus: list[float]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def fit_decision(probs: np.ndarray, labels: np.ndarray, train_labels: np.ndarray, objective: str) -> Decision:
+    """Choose tau by ``objective`` on (``probs``, ``labels``), then the temperature by log-loss."""
+    if objective not in OBJECTIVES:
+        raise ToolkitError(f"unknown decision objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+    logits = np.log(np.clip(probs, 1e-12, 1.0))  # log-probabilities differ from logits by a per-row constant
+    counts = np.bincount(train_labels, minlength=len(CLASSES)) + 1.0  # +1: a class absent from train stays finite
+    log_prior = np.log(counts / counts.sum())
+    curve = {
+        name: [float(score(labels, (logits - tau * log_prior).argmax(axis=1))) for tau in TAUS]
+        for name, score in OBJECTIVES.items()
+    }
+    best = max(range(len(TAUS)), key=lambda i: (round(curve[objective][i], 6), -abs(TAUS[i])))  # ties: smaller shift
+    shift = -TAUS[best] * log_prior
+    shifted = logits + shift
+    classes = list(range(len(CLASSES)))
+    losses = [log_loss(labels, _softmax(shifted / t), labels=classes) for t in TEMPERATURES]
+    return Decision(
+        objective,
+        float(TAUS[best]),
+        shift.tolist(),
+        float(TEMPERATURES[int(np.argmin(losses))]),
+        curve,
+        TAUS.tolist(),
+    )
+
+
+def fold_into_head(model: keras.Model, decision: Decision) -> None:
+    """Rewrite the softmax Dense layer so the model outputs ``softmax((logits + shift) / temperature)``."""
+    dense = model.get_layer("head").layers[-1]
+    kernel, bias = dense.get_weights()
+    shift = np.asarray(decision.shift, dtype=bias.dtype)
+    dense.set_weights([kernel / decision.temperature, (bias + shift) / decision.temperature])
