@@ -31,17 +31,18 @@ def accuracy_table() -> str:
         "| model | | accuracy | balanced acc. | macro-F1 | AUC (OvR) | ECE | size (MB) | 2-thread ms | drift gate |"
     )
     lines = [header, "|" + "---|" * 10]
-    runs = sorted(RESULTS.glob("ham10000_*.json"))
-    for path in runs:
+    split = ""
+    for path in sorted(RESULTS.glob("ham10000_*.json")):
         result = json.loads(path.read_text())
         if "arch" not in result:
             continue
+        split = f"{result['protocol']} ({result['test_images']} images); int8 scored through the app's steps.\n\n"
         config, bundle, gate = result["config"], result["bundle"], result["drift_gate"]
         label = f"{result['arch']} {config['input_size']}px, weights {result['weights']}"
         lines.append(_row(label, "float", result["float"], ["", "", ""]))
         verdict = (
             f"{'passed' if gate['passed'] else 'FAILED'}: {gate['top1_agreement']:.1%} top-1 agreement, "
-            f"{gate['balanced_accuracy_drop_points']:+.2f} pt bal. acc."
+            f"balanced-accuracy drop {gate['balanced_accuracy_drop_points']:+.2f} pt"
         )
         exported = bundle["quantization"] + (
             f", {bundle['float_layers']} layers float" if bundle["float_layers"] else ""
@@ -51,7 +52,7 @@ def accuracy_table() -> str:
     ensemble = _load("ham10000_ensemble.json")
     if ensemble:
         lines.append(_row("ensemble: " + " + ".join(ensemble["members"]), "float", ensemble["float"], ["", "", ""]))
-    return "\n".join(lines)
+    return split + "\n".join(lines)
 
 
 def targets_table() -> str:
