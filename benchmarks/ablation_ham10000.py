@@ -34,14 +34,14 @@ RESULT = "ablation_ham10000.json"
 
 def undo_decision(run) -> dict:
     """The base run's test predictions without the folded prior shift and temperature."""
+    from toolkit.calibrate import softmax
     from toolkit.evaluate import compute_metrics
 
     decision = json.loads((run / "decision.json").read_text())
     with np.load(run / "reference.npz") as reference:
         probs, labels = reference["test_probs"], reference["test_labels"]
     logits = np.log(np.clip(probs, 1e-12, 1)) * decision["temperature"] - np.asarray(decision["shift"])
-    raw = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return compute_metrics(labels, raw / raw.sum(axis=1, keepdims=True))
+    return compute_metrics(labels, softmax(logits))
 
 
 def main() -> None:

@@ -76,6 +76,7 @@ TARGETS = {  # the int8 MobileNetV2 bundle on the test split (issue 7)
     "balanced_accuracy_drop_points": ("<=", 1.0),
     "top1_agreement": (">=", 0.98),
 }
+PROTOCOL = "HAM10000, toolkit lesion-grouped stratified split, seed 0, 70/15/15; scored on test"
 REPORTED = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc_ovr_macro", "ece")
 
 
@@ -193,7 +194,7 @@ def benchmark(arch: str, out: Path, train_only: bool) -> None:
     drift = manifest["drift"]
     result = {
         **environment(),
-        "protocol": "HAM10000, toolkit lesion-grouped stratified split, seed 0, 70/15/15; scored on test",
+        "protocol": PROTOCOL,
         "arch": arch,
         "config": json.loads((run / "config.json").read_text()),
         "weights": RECIPES[arch]["weights"],
@@ -228,7 +229,7 @@ def ensemble(archs: list[str]) -> None:
     metrics = evaluate_runs(runs, "test")
     result = {
         **environment(),
-        "protocol": "HAM10000, toolkit lesion-grouped stratified split, seed 0, 70/15/15; scored on test",
+        "protocol": PROTOCOL,
         "members": archs,
         "float": scores(metrics),
     }

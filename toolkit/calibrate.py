@@ -47,7 +47,7 @@ class Decision:
         return asdict(self)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     return exp / exp.sum(axis=1, keepdims=True)
 
@@ -67,7 +67,7 @@ def fit_decision(probs: np.ndarray, labels: np.ndarray, train_labels: np.ndarray
     shift = -TAUS[best] * log_prior
     shifted = logits + shift
     classes = list(range(len(CLASSES)))
-    losses = [log_loss(labels, _softmax(shifted / t), labels=classes) for t in TEMPERATURES]
+    losses = [log_loss(labels, softmax(shifted / t), labels=classes) for t in TEMPERATURES]
     return Decision(
         objective,
         float(TAUS[best]),
