@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toolkit.calibrate import TAUS, Decision, fit_decision, fold_into_head
+from toolkit.calibrate import TAUS, TOLERANCE, Decision, fit_decision, fold_into_head, smallest_near_best
 from toolkit.classes import CLASSES
 from toolkit.errors import ToolkitError
 
@@ -67,3 +67,13 @@ def test_folding_makes_the_model_output_the_adjusted_probabilities():
     expected = np.exp(logits - logits.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)
     assert np.asarray(model.predict_on_batch(images)) == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_shift_is_taken_only_when_it_clearly_beats_no_shift():
+    zero = int(np.flatnonzero(TAUS == 0)[0])
+    flat = np.full(len(TAUS), 0.62)
+    flat[zero - 3] += TOLERANCE / 2  # a noisy maximum at tau = -0.3, as on the first HAM10000 run
+    assert TAUS[smallest_near_best(flat)] == 0
+    clear = flat.copy()
+    clear[zero + 3] += 3 * TOLERANCE  # a real gain at tau = 0.3
+    assert TAUS[smallest_near_best(clear)] == pytest.approx(0.3)

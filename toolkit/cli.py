@@ -108,7 +108,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from toolkit.export.convert import Quantization
 
     quantization = Quantization(
-        mode=args.quantize or "float32", io=args.io, backend=args.quantizer, allow_float_ops=args.allow_float_ops
+        mode=args.quantize or "float32",
+        io=args.io,
+        backend=args.quantizer,
+        allow_float_ops=args.allow_float_ops,
+        bias_correction=not args.no_bias_correction,
     )
     given = {f.name: getattr(args, f.name) for f in fields(ExportOptions) if hasattr(args, f.name)}
     gate = None if args.skip_drift else _gate(args)
@@ -313,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--quantizer", default="tflite", choices=BACKENDS, help="int8 back end (default tflite)")
     export.add_argument("--allow-float-ops", action="store_true", help="int8: accept ops that stay float")
+    export.add_argument(
+        "--no-bias-correction",
+        action="store_true",
+        help="int8: convert the kernels as they are, without cancelling their rounding shift (for comparison)",
+    )
     export.add_argument("--calibration-images", type=int, default=300, help="class-stratified, from train")
     export.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
     export.add_argument("--out", type=Path, default=Path("flutter_assets"), help="parent folder of the bundle")

@@ -150,6 +150,7 @@ def stage_attempt(
             "images": len(attempt.calibration_rows),
             "seed": options.seed,
             "per_class": {name: int(n) for name, n in counts.items()},
+            "bias_correction": quantization.bias_correction,
         }
     manifest = build_manifest(
         name,

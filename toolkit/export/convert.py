@@ -39,6 +39,7 @@ class Quantization:
     io: str = ""  # int8 only: the input and output dtype the app sees; "": uint8 (tflite), int8 (litert)
     backend: str = "tflite"
     allow_float_ops: bool = False
+    bias_correction: bool = True  # int8 only: cancel the kernels' rounding shift (toolkit.export.bias_correction)
 
     def __post_init__(self) -> None:
         if not self.io:
@@ -121,11 +122,24 @@ def _tflite_converter(model, input_size: int, quantization: Quantization, calibr
             raise ToolkitError(f"TFLite conversion ({mode}) failed: {reason}{hint}") from None
 
 
+def prepared_for_int8(model, quantization: Quantization, calibration, float_tensors: tuple[str, ...] = ()):
+    """The context a conversion runs in: int8 with bias correction corrects ``model`` for its duration.
+
+    Layers producing ``float_tensors`` stay float, so they keep their weights as trained.
+    """
+    if quantization.mode != "int8" or not quantization.bias_correction:
+        return contextlib.nullcontext(0)
+    from toolkit.export.bias_correction import bias_corrected
+
+    return bias_corrected(model, calibration, keep=float_tensors)
+
+
 def convert(model, input_size: int, quantization: Quantization, calibration: np.ndarray | None = None) -> bytes:
     """The .tflite bytes of ``model`` (raw RGB in, probabilities out) quantized as asked."""
     if quantization.mode == "int8" and (calibration is None or not len(calibration)):
         raise ToolkitError("int8 quantization needs calibration images")
-    converted = _tflite_converter(model, input_size, quantization, calibration)
+    with prepared_for_int8(model, quantization, calibration):
+        converted = _tflite_converter(model, input_size, quantization, calibration)
     if quantization.mode == "int8" and quantization.backend == "litert":
         from toolkit.export.litert import quantize_int8
 

@@ -69,7 +69,8 @@ def _retries(run: Run, model, attempt: Attempt, options: ExportOptions, report: 
     rows = run.rows(options.drift_split).head(64)
     probe = load_images(rows["path"].tolist(), run.input_size, run.resize_mode, desc="images for the debugger").images
     print("finding the layers int8 hurts most (TensorFlow quantization debugger)")
-    report["layers"] = layer_errors(model, run.input_size, attempt.calibration, probe, top=max(FLOAT_LAYER_STEPS))
+    top = max(FLOAT_LAYER_STEPS)
+    report["layers"] = layer_errors(model, run.input_size, quantization, attempt.calibration, probe, top=top)
     more, more_rows = calibration_images(run, options.calibration_images * MORE_CALIBRATION, options.seed)
     worst = [layer["tensor"] for layer in report["layers"]]
     return [Attempt(f"{len(more)} calibration images", quantization, more, more_rows)] + [

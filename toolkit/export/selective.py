@@ -14,13 +14,14 @@ import tempfile
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.export.convert import Quantization, _saved_model, pin_input_range, quiet_native_logs
+from toolkit.export.convert import Quantization, _saved_model, pin_input_range, prepared_for_int8, quiet_native_logs
 
 
-def _debugger(model, input_size: int, calibration: np.ndarray, images: np.ndarray, folder: str):
+def _debugger(model, input_size: int, quantization: Quantization, calibration, images, folder: str, keep=()):
     import tensorflow as tf
 
-    _saved_model(model, input_size, folder)
+    with prepared_for_int8(model, quantization, calibration, keep):  # the weights the bundle will hold
+        _saved_model(model, input_size, folder)
     converter = tf.lite.TFLiteConverter.from_saved_model(folder)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     samples = pin_input_range(calibration).astype(np.float32)
@@ -33,11 +34,11 @@ def _debugger(model, input_size: int, calibration: np.ndarray, images: np.ndarra
 
 
 def layer_errors(
-    model, input_size: int, calibration: np.ndarray, images: np.ndarray, top: int = 10
+    model, input_size: int, quantization: Quantization, calibration: np.ndarray, images: np.ndarray, top: int = 10
 ) -> list[dict[str, float | str]]:
     """The ``top`` quantized tensors with the largest RMSE / scale on ``images``, worst first."""
     with tempfile.TemporaryDirectory() as folder:
-        debugger = _debugger(model, input_size, calibration, images, folder)
+        debugger = _debugger(model, input_size, quantization, calibration, images, folder)
         with quiet_native_logs():
             debugger.run()
         dump = io.StringIO()
@@ -69,7 +70,7 @@ def convert_selective(
     if quantization.mode != "int8" or quantization.backend != "tflite":
         raise ToolkitError("--selective works on int8 exports with the tflite quantizer")
     with tempfile.TemporaryDirectory() as folder:
-        debugger = _debugger(model, input_size, calibration, calibration[:1], folder)
+        debugger = _debugger(model, input_size, quantization, calibration, calibration[:1], folder, float_tensors)
         with quiet_native_logs():
             selective = convert.mlir_quantize(debugger.calibrated_model, denylisted_nodes=list(float_tensors))
     if quantization.io == "float32":
