@@ -126,23 +126,22 @@ def bias_corrected(
     saved = [(keras.ops.convert_to_numpy(conv.kernel), keras.ops.convert_to_numpy(norm.beta)) for conv, norm in pairs]
     try:
         for (conv, norm), mean in zip(pairs, means, strict=True):
-            kernel = _taps_by_channel(conv)
-            folded = kernel * _folded_gain(norm)
+            gain = _folded_gain(norm)
+            folded = _taps_by_channel(conv) * gain
             scale = np.abs(folded).reshape(-1, folded.shape[-1]).max(axis=0) / INT8_MAX
             scale[scale == 0] = 1.0
             steps = folded / scale
-            square = isinstance(conv, keras.layers.DepthwiseConv2D) and conv.kernel.shape[:2] == (3, 3)
-            if adaptive_rounding and square:
+            depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
+            if adaptive_rounding and depthwise and conv.kernel.shape[:2] == (3, 3):
                 patches = keras.Model(backbone.input, conv.input).predict(inputs[:16], batch_size=16, verbose=0)
                 if conv.padding == "same":  # the kernel also sees the zero border
                     patches = np.pad(patches, ((0, 0), (1, 1), (1, 1), (0, 0)))
                 rounded = _depthwise_rounding(steps[:, 0, :], _patch_covariance(patches, 3))[:, None, :]
-                snapped = rounded * scale / _folded_gain(norm)
-                conv.kernel.assign(snapped.reshape(conv.kernel.shape).astype("float32"))
+                conv.kernel.assign((rounded * scale / gain).reshape(conv.kernel.shape).astype("float32"))
             else:
                 rounded = np.clip(np.round(steps), -INT8_MAX, INT8_MAX)
             error = ((rounded - steps) * scale).sum(axis=0)  # (in, out): every tap sees the channel's mean
-            shift = error[0] * mean if error.shape[0] == 1 else mean @ error
+            shift = error[0] * mean if depthwise else mean @ error
             norm.beta.assign(norm.beta - shift)
         yield len(pairs)
     finally:
