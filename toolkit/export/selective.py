@@ -36,7 +36,10 @@ def _debugger(model, input_size: int, quantization: Quantization, calibration, i
 def layer_errors(
     model, input_size: int, quantization: Quantization, calibration: np.ndarray, images: np.ndarray, top: int = 10
 ) -> list[dict[str, float | str]]:
-    """The ``top`` quantized tensors with the largest RMSE / scale on ``images``, worst first."""
+    """The ``top`` quantized tensors with the largest RMSE / scale on ``images``, worst first.
+
+    With bias correction the float side is the corrected model too, so this ranks what the correction leaves.
+    """
     with tempfile.TemporaryDirectory() as folder:
         debugger = _debugger(model, input_size, quantization, calibration, images, folder)
         with quiet_native_logs():
