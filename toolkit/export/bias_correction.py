@@ -15,8 +15,8 @@ Two fixes, applied to the model only while it converts:
   rounding error times its inputs' mean is subtracted from the BatchNorm offset, which the converter
   folds in with the rest. This covers every folded convolution, 1x1 included.
 
-Measured on that model (val, 1,503 images): top-1 agreement with the float model 91.1% plain, 97.9%
-with bias correction, 98.2% with both; int8 stays integer-only and the same size.
+Measured on that model (test split, 1,509 images): top-1 agreement with the float model 91.25% plain,
+98.21% with bias correction alone, 98.41% with both; int8 stays integer-only and the same size.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from collections.abc import Iterator
 
 import keras
 import numpy as np
+
+from toolkit.model import backbone_of
 
 INT8_MAX = 127  # symmetric per-channel weights, as the converter writes them
 
@@ -93,9 +95,9 @@ def _patch_covariance(inputs: np.ndarray, size: int) -> np.ndarray:
 
 def _backbone_and_inputs(model: keras.Model, images: np.ndarray) -> tuple[keras.Model, np.ndarray]:
     """The nested backbone and ``images`` as it receives them (after the model's normalisation)."""
-    position = next(i for i, layer in enumerate(model.layers) if isinstance(layer, keras.Model))
-    before = keras.Model(model.input, model.layers[position - 1].output)
-    return model.layers[position], before.predict(images.astype(np.float32), batch_size=32, verbose=0)
+    backbone = backbone_of(model)
+    before = keras.Model(model.input, model.layers[model.layers.index(backbone) - 1].output)
+    return backbone, before.predict(images.astype(np.float32), batch_size=32, verbose=0)
 
 
 def _named_in(layer: keras.layers.Layer, tensors: tuple[str, ...]) -> bool:
