@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,31 @@ def test_the_decision_chosen_on_val_is_the_one_the_model_makes(run):
     assert curve[chosen] == max(curve)
     val = json.loads((run / "metrics.json").read_text())["val"]
     assert val["macro_f1"] == pytest.approx(curve[chosen], abs=0.05)  # folded in: near-ties may flip in float32
+
+
+def test_decide_refits_the_decision_without_retraining(run, tmp_path):
+    from toolkit.calibrate import softmax
+
+    def folded(folder: Path) -> tuple[dict, np.ndarray]:
+        return json.loads((folder / "decision.json").read_text()), np.load(folder / "reference.npz")["test_probs"]
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+    before, probs = folded(copy)
+    logits = np.log(probs) * before["temperature"] - np.asarray(before["shift"])  # what the head gave unfolded
+    assert main(["decide", "--run", str(copy)]) == 0  # the same objective: the same decision again
+    again, probs_again = folded(copy)
+    assert again["tau"] == before["tau"] and again["temperature"] == pytest.approx(before["temperature"])
+    assert np.allclose(probs_again, probs, atol=1e-5)
+    assert main(["decide", "--run", str(copy), "--decision", "balanced_accuracy"]) == 0
+    after, probs_after = folded(copy)
+    curve = after["curve"]["balanced_accuracy"]
+    assert after["objective"] == "balanced_accuracy" and curve[after["taus"].index(after["tau"])] >= max(curve) - 0.01
+    expected = softmax((logits + np.asarray(after["shift"])) / after["temperature"])
+    assert np.allclose(probs_after, expected, atol=1e-4)
+    assert json.loads((copy / "config.json").read_text())["decision"] == "balanced_accuracy"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # no copy or old folder left behind
+    assert main(["decide", "--run", str(tmp_path / "missing")]) == 2
 
 
 def test_from_scratch_batchnorm_learns_its_statistics(run):

@@ -94,3 +94,11 @@ def fold_into_head(model: keras.Model, decision: Decision) -> None:
     kernel, bias = dense.get_weights()
     shift = np.asarray(decision.shift, dtype=bias.dtype)
     dense.set_weights([kernel / decision.temperature, (bias + shift) / decision.temperature])
+
+
+def unfold_from_head(model: keras.Model, decision: Decision) -> None:
+    """Undo :func:`fold_into_head`: the model outputs ``softmax(logits)`` again."""
+    dense = model.get_layer("head").layers[-1]
+    kernel, bias = dense.get_weights()
+    shift = np.asarray(decision.shift, dtype=bias.dtype)
+    dense.set_weights([kernel * decision.temperature, bias * decision.temperature - shift])

@@ -88,6 +88,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decide(args: argparse.Namespace) -> int:
+    from toolkit.train import refit_decision
+
+    run = refit_decision(args.run, args.decision)  # prints the decision it fits
+    print(f"rewrote {run}: model.keras, decision.json, reference.npz, metrics.json and plots")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from toolkit.evaluate import evaluate_runs
 
@@ -296,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     train.add_argument("--force", action="store_true", help="replace an existing run folder")
     train.set_defaults(handler=cmd_train)
+
+    decide = commands.add_parser(
+        "decide", help="fit a finished run's decision rule again on val (another objective), without retraining"
+    )
+    decide.add_argument("--run", type=Path, required=True)
+    decide.add_argument("--decision", choices=[*OBJECTIVES, "none"], help="default: the objective the run used")
+    decide.set_defaults(handler=cmd_decide)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a run, or of an ensemble of runs")
     evaluate.add_argument("--run", type=Path)

@@ -15,7 +15,7 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from toolkit.calibrate import OBJECTIVES, fit_decision, fold_into_head
+from toolkit.calibrate import OBJECTIVES, Decision, fit_decision, fold_into_head, unfold_from_head
 from toolkit.classes import CLASSES
 from toolkit.data.images import RESIZE_MODES, load_images
 from toolkit.data.pipeline import AugmentConfig, ImageBatches, class_weights
@@ -263,12 +263,7 @@ def train(
     state = json.loads((partial / "state.json").read_text()) if (partial / "state.json").exists() else {}
     state.update(backend=keras.backend.backend(), device=training_device())
 
-    def split_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
-        rows = table[table["split"] == split]
-        images = load_images(rows["path"].tolist(), input_size, config.resize_mode, desc=f"loading {split}").images
-        return images, rows["label"].map(CLASSES.index).to_numpy()
-
-    train_set, val_set = split_arrays("train"), split_arrays("val")
+    train_set, val_set = (_split_arrays(table, split, input_size, config.resize_mode) for split in ("train", "val"))
     for phase in PHASES:
         if phase in state.get("done", []):
             continue
@@ -278,12 +273,50 @@ def train(
         features_model = keras.Model(model.input, model.get_layer("pool").output) if cached else None
         _fit_phase(model, config, phase, partial, state, train_set, val_set, features_model)
     started = time.monotonic()
-    _finish(partial, table, config, state, {"val": val_set, "test": split_arrays("test")})
+    test_set = _split_arrays(table, "test", input_size, config.resize_mode)
+    _finish(partial, table, config, state, {"val": val_set, "test": test_set})
     state["seconds"]["evaluate"] = time.monotonic() - started
     _save_state(partial, state)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(partial, out)
     return out
+
+
+def _split_arrays(table: pd.DataFrame, split: str, input_size: int, resize_mode: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = table[table["split"] == split]
+    images = load_images(rows["path"].tolist(), input_size, resize_mode, desc=f"loading {split}").images
+    return images, rows["label"].map(CLASSES.index).to_numpy()
+
+
+def refit_decision(run: Path, objective: str | None = None) -> Path:
+    """Fit a finished run's decision rule again on val, without retraining, and redo what follows from it.
+
+    For another objective, or a run trained before the rule changed. The folded shift and
+    temperature come out of the head first; the reference predictions are recomputed here. The run
+    is rebuilt in a copy and swapped in, so an interruption leaves it as it was.
+    """
+    if not (run / "model.keras").exists() or not (run / "state.json").exists():
+        raise ToolkitError(f"{run} is not a finished run folder (no model.keras or state.json)")
+    config = TrainConfig.from_json(json.loads((run / "config.json").read_text()))
+    config = replace(config, decision=objective or config.decision)
+    _validate(config)
+    work, old = run.with_name(run.name + ".refit"), run.with_name(run.name + ".old")
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(run, work)
+    if (work / "decision.json").exists():
+        model = keras.saving.load_model(work / "model.keras")
+        unfold_from_head(model, Decision(**json.loads((work / "decision.json").read_text())))
+        model.save(work / "model.keras")
+        (work / "decision.json").unlink()
+    write_json(work / "config.json", asdict(config))
+    table = read_manifest(work / "splits.csv").table
+    state = json.loads((work / "state.json").read_text())
+    evaluated = {split: _split_arrays(table, split, config.input_size, config.resize_mode) for split in ("val", "test")}
+    _finish(work, table, config, state, evaluated)
+    os.replace(run, old)
+    os.replace(work, run)
+    shutil.rmtree(old)
+    return run
 
 
 def _finish(run: Path, table: pd.DataFrame, config: TrainConfig, state: dict, evaluated: dict) -> None:
@@ -292,7 +325,7 @@ def _finish(run: Path, table: pd.DataFrame, config: TrainConfig, state: dict, ev
     Clean up what only resuming needed.
     """
     best = keras.saving.load_model(run / "model.keras")
-    reference, metrics = {"backend": state["backend"], "device": state["device"]}, {}
+    reference, metrics = {"backend": keras.backend.backend(), "device": training_device()}, {}  # where it ran
     if config.decision != "none":
         images, labels = evaluated["val"]
         train_labels = table.loc[table["split"] == "train", "label"].map(CLASSES.index).to_numpy()
