@@ -21,7 +21,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 from common import SHARED, environment, write_result
@@ -89,10 +89,16 @@ def config_for(arch: str):
     return TrainConfig(**{**recipe, "augment": AugmentConfig.preset(recipe["augment"])})
 
 
-def same_recipe(saved: dict, wanted: dict) -> bool:
-    """Equal configs, the data path compared once resolved (a run trained from the CLI names it relatively)."""
-    paths = (Path(saved.get("data", "")).resolve(), Path(wanted["data"]).resolve())
-    return paths[0] == paths[1] and {**saved, "data": ""} == {**wanted, "data": ""}
+def same_recipe(saved: dict, wanted) -> bool:
+    """Equal configs, the data path compared once resolved (a run trained from the CLI names it relatively).
+
+    Options added to the toolkit since the run was trained take their defaults, as on ``--resume``.
+    """
+    from toolkit.train import TrainConfig
+
+    saved_config = TrainConfig.from_json(saved)
+    paths = (Path(saved_config.data).resolve(), Path(wanted.data).resolve())
+    return paths[0] == paths[1] and replace(saved_config, data="") == replace(wanted, data="")
 
 
 def train_or_reuse(arch: str) -> Path:
@@ -101,7 +107,7 @@ def train_or_reuse(arch: str) -> Path:
 
     config, run = config_for(arch), RUNS / f"ham10000_{arch}"
     saved = run / "config.json"
-    if saved.exists() and same_recipe(json.loads(saved.read_text()), asdict(config)):
+    if saved.exists() and same_recipe(json.loads(saved.read_text()), config):
         print(f"reusing {run} (same recipe)")
         return run
     partial = run.with_name(run.name + ".partial")

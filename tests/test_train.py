@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,7 @@ def test_interrupted_training_resumes_without_losing_an_epoch(tmp_path, monkeypa
     monkeypatch.setattr(EpochReport, "on_epoch_end", interrupt_after_first_finetune_epoch)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        train(TINY, out)
+        train(replace(TINY, schedule="cosine"), out)
     partial = out.with_name("resumed.partial")
     assert len(pd.read_csv(partial / "history.csv")) == 2 and not out.exists()
     monkeypatch.setattr(EpochReport, "on_epoch_end", original)
@@ -125,6 +126,8 @@ def test_interrupted_training_resumes_without_losing_an_epoch(tmp_path, monkeypa
     train(TrainConfig(), out, resume=True)  # the saved config wins over the one given
     history = pd.read_csv(out / "history.csv")
     assert history[["phase", "epoch"]].values.tolist() == [["head", 1], ["finetune", 1], ["finetune", 2]]
+    # cosine: warmed up to the peak after one epoch, decayed to 0 after the last; the schedule resumed where it was
+    assert history["learning_rate"].tolist() == pytest.approx([TINY.lr_head, TINY.lr_finetune, 0.0], abs=1e-9)
 
 
 def test_train_command_refuses_bad_input_and_writes_nothing(run, capsys, tmp_path):

@@ -280,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr-head", type=float, default=1e-3)
     train.add_argument("--lr-finetune", type=float, default=1e-4)
     train.add_argument("--optimizer", default="adam", choices=["adam", "adamw"])
+    train.add_argument(
+        "--schedule",
+        default="plateau",
+        choices=["plateau", "cosine"],
+        help="plateau: cut the learning rate when val loss stalls; cosine: one-epoch warm-up, then cosine decay to 0",
+    )
     train.add_argument("--label-smoothing", type=float, default=0.0)
     train.add_argument("--imbalance", default="class_weight", choices=["class_weight", "oversample", "none"])
     train.add_argument("--class-weight-power", type=float, default=1.0, help="0.5 for square-root class weights")

@@ -53,6 +53,7 @@ class TrainConfig:
     lr_head: float = 1e-3
     lr_finetune: float = 1e-4
     optimizer: str = "adam"  # adam or adamw
+    schedule: str = "plateau"  # plateau: cut on a val-loss plateau; cosine: one-epoch warm-up, then cosine to 0
     weight_decay: float = 1e-4  # adamw only
     label_smoothing: float = 0.0
     dropout: float = 0.2
@@ -94,7 +95,12 @@ def predict(model: keras.Model, images: np.ndarray, desc: str = "predicting", ba
     return np.concatenate(list(tqdm(batches, total=len(starts), desc=desc, leave=False, disable=None)))
 
 
-def _optimizer(config: TrainConfig, learning_rate: float) -> keras.optimizers.Optimizer:
+def _optimizer(config: TrainConfig, peak: float, epochs: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    learning_rate = peak
+    if config.schedule == "cosine":  # a warm-up keeps the first large steps from wrecking pretrained features
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            0.0, max(1, (epochs - 1) * steps_per_epoch), warmup_target=peak, warmup_steps=steps_per_epoch
+        )
     if config.optimizer == "adamw":
         return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
     return keras.optimizers.Adam(learning_rate)
@@ -171,6 +177,8 @@ def _validate(config: TrainConfig) -> None:
         raise ToolkitError(f"unknown resize mode {config.resize_mode!r}; expected one of {', '.join(RESIZE_MODES)}")
     if config.optimizer not in ("adam", "adamw"):
         raise ToolkitError(f"unknown optimizer {config.optimizer!r}; expected adam or adamw")
+    if config.schedule not in ("plateau", "cosine"):
+        raise ToolkitError(f"unknown schedule {config.schedule!r}; expected plateau or cosine")
 
 
 def uses_bn_fix(config: TrainConfig) -> bool:
@@ -213,13 +221,17 @@ def _fit_phase(model, config, phase, run, state, train, val, features_model=None
             seed=config.seed + PHASES.index(phase),
         )
         data = {"x": batches}
-    fit_model.compile(_optimizer(config, learning_rate), loss)
+    steps_per_epoch = len(data["x"]) if features_model is None else -(-len(features) // config.batch_size)
+    fit_model.compile(_optimizer(config, learning_rate, epochs, steps_per_epoch), loss)
     callbacks = [
         EpochReport(model, val_inputs, val_labels, run, phase, state, config.label_smoothing),
         keras.callbacks.BackupAndRestore(str(run / f"backup_{phase}")),
         keras.callbacks.EarlyStopping("val_balanced_accuracy", patience=config.patience, mode="max"),
-        keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.3, patience=max(1, config.patience // 2)),
     ]
+    if config.schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.3, patience=max(1, config.patience // 2))
+        )
     verbose = 1 if sys.stdout.isatty() else 2  # a progress bar on a terminal, a line per epoch in a log
     fit_model.fit(**data, epochs=epochs, callbacks=callbacks, verbose=verbose if features_model is None else 0)
     if phase == "head":
