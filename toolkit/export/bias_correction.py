@@ -135,7 +135,8 @@ def bias_corrected(
             steps = folded / scale
             depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
             if adaptive_rounding and depthwise and conv.kernel.shape[:2] == (3, 3):
-                patches = keras.Model(backbone.input, conv.input).predict(inputs[:16], batch_size=16, verbose=0)
+                inside = keras.Model(backbone.input, conv.input)  # called eagerly: predict would retrace per layer
+                patches = keras.ops.convert_to_numpy(inside(inputs[:16]))
                 if conv.padding == "same":  # the kernel also sees the zero border
                     patches = np.pad(patches, ((0, 0), (1, 1), (1, 1), (0, 0)))
                 rounded = _depthwise_rounding(steps[:, 0, :], _patch_covariance(patches, 3))[:, None, :]
