@@ -53,7 +53,8 @@ RECIPES: dict[str, dict] = {
         "boundary": "all",
         "epochs_head": 2,
         "epochs_finetune": 30,  # val balanced accuracy still rose at epoch 10 of the first run
-        "patience": 8,
+        "schedule": "cosine",  # on val, against plateau: balanced accuracy 0.741 vs 0.723, macro-F1 0.721 vs 0.709
+        "patience": 12,
         "lr_head": 1e-3,
         "lr_finetune": 1e-4,
     },

@@ -120,6 +120,8 @@ def test_interrupted_training_resumes_without_losing_an_epoch(tmp_path, monkeypa
         train(replace(TINY, schedule="cosine"), out)
     partial = out.with_name("resumed.partial")
     assert len(pd.read_csv(partial / "history.csv")) == 2 and not out.exists()
+    interrupted_seconds = json.loads((partial / "state.json").read_text())["seconds"]["finetune"]
+    assert interrupted_seconds > 0  # the killed attempt's time is charged, not lost
     monkeypatch.setattr(EpochReport, "on_epoch_end", original)
     with pytest.raises(Exception, match="pass --resume"):
         train(TINY, out)
@@ -128,6 +130,7 @@ def test_interrupted_training_resumes_without_losing_an_epoch(tmp_path, monkeypa
     assert history[["phase", "epoch"]].values.tolist() == [["head", 1], ["finetune", 1], ["finetune", 2]]
     # cosine: warmed up to the peak after one epoch, decayed to 0 after the last; the schedule resumed where it was
     assert history["learning_rate"].tolist() == pytest.approx([TINY.lr_head, TINY.lr_finetune, 0.0], abs=1e-9)
+    assert json.loads((out / "state.json").read_text())["seconds"]["finetune"] > interrupted_seconds
 
 
 def test_train_command_refuses_bad_input_and_writes_nothing(run, capsys, tmp_path):

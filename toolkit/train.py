@@ -113,10 +113,10 @@ class EpochReport(keras.callbacks.Callback):
     set) and puts them in the logs for the Keras callbacks after it.
     """
 
-    def __init__(self, full_model, val_inputs, val_labels, run: Path, phase: str, state: dict, smoothing: float):
+    def __init__(self, full_model, val_inputs, val_labels, run: Path, phase: str, state: dict, smoothing: float, clock):
         super().__init__()
         self.full_model, self.val_inputs, self.val_labels = full_model, val_inputs, val_labels
-        self.run, self.phase, self.state, self.smoothing = run, phase, state, smoothing
+        self.run, self.phase, self.state, self.smoothing, self.clock = run, phase, state, smoothing, clock
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         from sklearn.metrics import balanced_accuracy_score
@@ -139,6 +139,7 @@ class EpochReport(keras.callbacks.Callback):
             self.state["best_val_balanced_accuracy"] = logs["val_balanced_accuracy"]
             self.full_model.save(self.run / "model.keras")
             marker = "  * best, saved"
+        self.clock.charge()
         _save_state(self.run, self.state)
         print(
             f"{self.phase} epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}  "
@@ -146,6 +147,18 @@ class EpochReport(keras.callbacks.Callback):
             f"val_balanced_accuracy {logs['val_balanced_accuracy']:.4f}  lr {learning_rate:.2g}{marker}",
             flush=True,
         )
+
+
+class PhaseClock:
+    """Seconds spent in a phase, summed over resumed attempts and charged every epoch, so an attempt
+    killed mid-phase (a session ending) still counts."""
+
+    def __init__(self, state: dict, phase: str):
+        self.seconds = state.setdefault("seconds", {})
+        self.phase, self.before, self.started = phase, self.seconds.get(phase, 0.0), time.monotonic()
+
+    def charge(self) -> None:
+        self.seconds[self.phase] = self.before + time.monotonic() - self.started
 
 
 def _save_state(run: Path, state: dict) -> None:
@@ -188,7 +201,7 @@ def uses_bn_fix(config: TrainConfig) -> bool:
 
 def _fit_phase(model, config, phase, run, state, train, val, features_model=None) -> None:
     """One phase: compile, fit (resuming from its backup), and mark it done in the state."""
-    started = time.monotonic()
+    clock = PhaseClock(state, phase)
     epochs = config.epochs_head if phase == "head" else config.epochs_finetune
     boundary = config.boundary or backbone_spec(config.arch).default_boundary
     set_phase(model, config.arch, phase, boundary, uses_bn_fix(config))
@@ -224,7 +237,7 @@ def _fit_phase(model, config, phase, run, state, train, val, features_model=None
     steps_per_epoch = len(data["x"]) if features_model is None else -(-len(features) // config.batch_size)
     fit_model.compile(_optimizer(config, learning_rate, epochs, steps_per_epoch), loss)
     callbacks = [
-        EpochReport(model, val_inputs, val_labels, run, phase, state, config.label_smoothing),
+        EpochReport(model, val_inputs, val_labels, run, phase, state, config.label_smoothing, clock),
         keras.callbacks.BackupAndRestore(str(run / f"backup_{phase}")),
         keras.callbacks.EarlyStopping("val_balanced_accuracy", patience=config.patience, mode="max"),
     ]
@@ -236,8 +249,7 @@ def _fit_phase(model, config, phase, run, state, train, val, features_model=None
     fit_model.fit(**data, epochs=epochs, callbacks=callbacks, verbose=verbose if features_model is None else 0)
     if phase == "head":
         model.save_weights(run / "after_head.weights.h5")
-    seconds = state.setdefault("seconds", {})
-    seconds[phase] = seconds.get(phase, 0.0) + time.monotonic() - started  # summed over resumed attempts
+    clock.charge()
     state["done"] = [*state.get("done", []), phase]
     _save_state(run, state)
 
