@@ -7,14 +7,26 @@ quantization step is the measure: near 0.3 is rounding noise; far above 1 a laye
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import tempfile
+import warnings
+from collections.abc import Iterator
 
 import numpy as np
 
 from toolkit.errors import ToolkitError
 from toolkit.export.convert import Quantization, _saved_model, pin_input_range, prepared_for_int8, quiet_native_logs
+
+
+@contextlib.contextmanager
+def _quiet_debugger() -> Iterator[None]:
+    """The debugger builds ``tf.lite.Interpreter`` itself (it has no LiteRT path): its deprecation notice is not
+    the user's to act on."""
+    with warnings.catch_warnings(), quiet_native_logs():
+        warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated")
+        yield
 
 
 def _debugger(model, input_size: int, quantization: Quantization, calibration, images, folder: str, keep=()):
@@ -27,7 +39,7 @@ def _debugger(model, input_size: int, quantization: Quantization, calibration, i
     samples = pin_input_range(calibration).astype(np.float32)
     converter.representative_dataset = lambda: ([image[None]] for image in samples)
     debug_images = images.astype(np.float32)
-    with quiet_native_logs():
+    with _quiet_debugger():
         return tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=lambda: ([image[None]] for image in debug_images)
         )
@@ -42,7 +54,7 @@ def layer_errors(
     """
     with tempfile.TemporaryDirectory() as folder:
         debugger = _debugger(model, input_size, quantization, calibration, images, folder)
-        with quiet_native_logs():
+        with _quiet_debugger():
             debugger.run()
         dump = io.StringIO()
         debugger.layer_statistics_dump(dump)
