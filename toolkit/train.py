@@ -113,7 +113,17 @@ class EpochReport(keras.callbacks.Callback):
     set) and puts them in the logs for the Keras callbacks after it.
     """
 
-    def __init__(self, full_model, val_inputs, val_labels, run: Path, phase: str, state: dict, smoothing: float, clock):
+    def __init__(
+        self,
+        full_model,
+        val_inputs,
+        val_labels,
+        run: Path,
+        phase: str,
+        state: dict,
+        smoothing: float,
+        clock: PhaseClock,
+    ):
         super().__init__()
         self.full_model, self.val_inputs, self.val_labels = full_model, val_inputs, val_labels
         self.run, self.phase, self.state, self.smoothing, self.clock = run, phase, state, smoothing, clock
