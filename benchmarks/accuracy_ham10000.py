@@ -18,6 +18,7 @@ here without ``--train-only``: an existing run with the same recipe is reused, n
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -173,6 +174,21 @@ def check_targets(int8: dict, drift: dict, model_bytes: int) -> dict:
     }
 
 
+def epoch_history(run: Path) -> list[dict]:
+    """Each epoch's learning rate and validation scores: the curves README quotes (best epoch, plateaus)."""
+    with open(run / "history.csv", newline="") as file:
+        return [
+            {
+                "phase": row["phase"],
+                "epoch": int(row["epoch"]),
+                "learning_rate": float(f"{float(row['learning_rate']):.3g}"),
+                "val_loss": round(float(row["val_loss"]), 4),
+                "val_balanced_accuracy": round(float(row["val_balanced_accuracy"]), 4),
+            }
+            for row in csv.DictReader(file)
+        ]
+
+
 def benchmark(arch: str, out: Path, train_only: bool) -> None:
     from toolkit.bench import bench_local
 
@@ -209,6 +225,7 @@ def benchmark(arch: str, out: Path, train_only: bool) -> None:
         "trained_with": {"backend": state["backend"], "device": state["device"]},
         "decision": json.loads((run / "decision.json").read_text()) if (run / "decision.json").exists() else None,
         "seconds": {**seconds, "total_this_invocation": round(time.monotonic() - started, 1)},
+        "history": epoch_history(run),
         "test_images": int8_metrics["images"],
         "float": scores(float_metrics["test"]),
         "int8": scores(int8_metrics),
