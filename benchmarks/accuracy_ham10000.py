@@ -226,6 +226,7 @@ def benchmark(arch: str, out: Path, train_only: bool) -> None:
         "decision": json.loads((run / "decision.json").read_text()) if (run / "decision.json").exists() else None,
         "seconds": {**seconds, "total_this_invocation": round(time.monotonic() - started, 1)},
         "history": epoch_history(run),
+        "weight_average": state.get("average"),  # the mean of the last fine-tune epochs, when the recipe asks
         "test_images": int8_metrics["images"],
         "float": scores(float_metrics["test"]),
         "int8": scores(int8_metrics),

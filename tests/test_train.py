@@ -17,7 +17,7 @@ from conftest import HAM
 
 from toolkit.cli import main
 from toolkit.evaluate import evaluate_runs
-from toolkit.train import EpochReport, TrainConfig, train
+from toolkit.train import SNAPSHOTS, EpochReport, TrainConfig, _average_snapshots, train
 
 TINY = TrainConfig(
     data=str(HAM), arch="mobilenet_v2", alpha=0.35, input_size=64, weights="none",
@@ -117,9 +117,10 @@ def test_interrupted_training_resumes_without_losing_an_epoch(tmp_path, monkeypa
     monkeypatch.setattr(EpochReport, "on_epoch_end", interrupt_after_first_finetune_epoch)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        train(replace(TINY, schedule="cosine"), out)
+        train(replace(TINY, schedule="cosine", average_last=2), out)
     partial = out.with_name("resumed.partial")
     assert len(pd.read_csv(partial / "history.csv")) == 2 and not out.exists()
+    assert [p.name for p in (partial / SNAPSHOTS).iterdir()] == ["epoch_001.npz"]
     interrupted_seconds = json.loads((partial / "state.json").read_text())["seconds"]["finetune"]
     assert interrupted_seconds > 0  # the killed attempt's time is charged, not lost
     monkeypatch.setattr(EpochReport, "on_epoch_end", original)
@@ -130,7 +131,31 @@ def test_interrupted_training_resumes_without_losing_an_epoch(tmp_path, monkeypa
     assert history[["phase", "epoch"]].values.tolist() == [["head", 1], ["finetune", 1], ["finetune", 2]]
     # cosine: warmed up to the peak after one epoch, decayed to 0 after the last; the schedule resumed where it was
     assert history["learning_rate"].tolist() == pytest.approx([TINY.lr_head, TINY.lr_finetune, 0.0], abs=1e-9)
-    assert json.loads((out / "state.json").read_text())["seconds"]["finetune"] > interrupted_seconds
+    state = json.loads((out / "state.json").read_text())
+    assert state["seconds"]["finetune"] > interrupted_seconds
+    assert state["average"]["epochs"] == [1, 2]  # the snapshot from before the interruption counts
+    assert not (out / SNAPSHOTS).exists()
+
+
+@pytest.mark.parametrize("best_so_far", [-1.0, 2.0])
+def test_averaged_weights_are_the_mean_of_the_snapshots_kept_only_when_val_prefers_them(tmp_path, best_so_far):
+    import keras
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(7)])
+    (tmp_path / SNAPSHOTS).mkdir()
+    snapshots = [[np.full(w.shape, value, np.float32) for w in model.get_weights()] for value in (1.0, 2.0, 6.0)]
+    for epoch, weights in enumerate(snapshots, 1):
+        np.savez(tmp_path / SNAPSHOTS / f"epoch_{epoch:03d}.npz", *weights)
+    state = {"best_val_balanced_accuracy": best_so_far}
+    val = np.random.default_rng(0).integers(0, 255, (20, 8, 8, 3)).astype(np.float32), np.arange(20) % 7
+    _average_snapshots(model, tmp_path, state, val)
+    assert state["average"]["epochs"] == [1, 2, 3] and 0 <= state["average"]["val_balanced_accuracy"] <= 1
+    kept = best_so_far < 0
+    assert state["average"]["kept"] == kept and (tmp_path / "model.keras").exists() == kept
+    if kept:
+        saved = keras.saving.load_model(tmp_path / "model.keras").get_weights()
+        assert all(np.allclose(w, 3.0) for w in saved)  # the mean of 1, 2 and 6
+        assert state["best_val_balanced_accuracy"] == state["average"]["val_balanced_accuracy"]
 
 
 def test_train_command_refuses_bad_input_and_writes_nothing(run, capsys, tmp_path):

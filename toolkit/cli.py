@@ -298,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dropout", type=float, default=0.2)
     train.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
     train.add_argument(
+        "--average-last",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also try the mean weights of the last N fine-tune epochs; kept when val balanced accuracy is higher",
+    )
+    train.add_argument(
         "--decision",
         default="macro_f1",
         choices=[*OBJECTIVES, "none"],

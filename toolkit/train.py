@@ -34,6 +34,7 @@ from toolkit.evaluate import compute_metrics, plot_confusion, plot_history, writ
 from toolkit.model import backbone_spec, build_classifier, set_phase
 
 PHASES = ("head", "finetune")
+SNAPSHOTS = "snapshots"  # the last fine-tune epochs' weights, while a run with ``average_last`` trains
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class TrainConfig:
     bn_fix: bool = True  # only with pretrained weights: from scratch, BatchNorm must learn its statistics
     decision: str = "macro_f1"  # prior shift chosen on val by this metric, then temperature; "none": neither
     patience: int = 5
+    average_last: int = 0  # N > 0: also try the mean weights of the last N fine-tune epochs, kept if val prefers it
     limit: int = 0  # 0: no limit; else at most this many images per split
     val: float = 0.15
     test: float = 0.15
@@ -110,7 +112,8 @@ class EpochReport(keras.callbacks.Callback):
     """Validation balanced accuracy and loss after each epoch, the best full model, the history row.
 
     It computes ``val_loss`` and ``val_balanced_accuracy`` itself (one pass over the validation
-    set) and puts them in the logs for the Keras callbacks after it.
+    set) and puts them in the logs for the Keras callbacks after it. With ``keep_snapshots`` it also
+    keeps the weights of the last that many epochs for :func:`_average_snapshots`.
     """
 
     def __init__(
@@ -123,10 +126,12 @@ class EpochReport(keras.callbacks.Callback):
         state: dict,
         smoothing: float,
         clock: PhaseClock,
+        keep_snapshots: int = 0,
     ):
         super().__init__()
         self.full_model, self.val_inputs, self.val_labels = full_model, val_inputs, val_labels
         self.run, self.phase, self.state, self.smoothing, self.clock = run, phase, state, smoothing, clock
+        self.keep_snapshots = keep_snapshots
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         from sklearn.metrics import balanced_accuracy_score
@@ -149,6 +154,8 @@ class EpochReport(keras.callbacks.Callback):
             self.state["best_val_balanced_accuracy"] = logs["val_balanced_accuracy"]
             self.full_model.save(self.run / "model.keras")
             marker = "  * best, saved"
+        if self.keep_snapshots:
+            self._snapshot(epoch + 1)
         self.clock.charge()
         _save_state(self.run, self.state)
         print(
@@ -157,6 +164,13 @@ class EpochReport(keras.callbacks.Callback):
             f"val_balanced_accuracy {logs['val_balanced_accuracy']:.4f}  lr {learning_rate:.2g}{marker}",
             flush=True,
         )
+
+    def _snapshot(self, epoch: int) -> None:
+        folder = self.run / SNAPSHOTS
+        folder.mkdir(exist_ok=True)
+        np.savez(folder / f"epoch_{epoch:03d}.npz", *self.full_model.get_weights())
+        for old in sorted(folder.glob("epoch_*.npz"))[: -self.keep_snapshots]:
+            old.unlink()
 
 
 class PhaseClock:
@@ -202,6 +216,8 @@ def _validate(config: TrainConfig) -> None:
         raise ToolkitError(f"unknown optimizer {config.optimizer!r}; expected adam or adamw")
     if config.schedule not in ("plateau", "cosine"):
         raise ToolkitError(f"unknown schedule {config.schedule!r}; expected plateau or cosine")
+    if config.average_last < 0:
+        raise ToolkitError(f"average_last must be 0 (off) or a number of epochs, not {config.average_last}")
 
 
 def uses_bn_fix(config: TrainConfig) -> bool:
@@ -246,8 +262,9 @@ def _fit_phase(model, config, phase, run, state, train, val, features_model=None
         data = {"x": batches}
     steps_per_epoch = len(data["x"]) if features_model is None else -(-len(features) // config.batch_size)
     fit_model.compile(_optimizer(config, learning_rate, epochs, steps_per_epoch), loss)
+    keep = config.average_last if phase == "finetune" else 0
     callbacks = [
-        EpochReport(model, val_inputs, val_labels, run, phase, state, config.label_smoothing, clock),
+        EpochReport(model, val_inputs, val_labels, run, phase, state, config.label_smoothing, clock, keep),
         keras.callbacks.BackupAndRestore(str(run / f"backup_{phase}")),
         keras.callbacks.EarlyStopping("val_balanced_accuracy", patience=config.patience, mode="max"),
     ]
@@ -306,6 +323,8 @@ def train(
         cached = phase == "head" and not config.augment_head and bn_fix
         features_model = keras.Model(model.input, model.get_layer("pool").output) if cached else None
         _fit_phase(model, config, phase, partial, state, train_set, val_set, features_model)
+    if config.average_last and "average" not in state:
+        _average_snapshots(model, partial, state, val_set)
     started = time.monotonic()
     test_set = _split_arrays(table, "test", input_size, config.resize_mode)
     _finish(partial, table, config, state, {"val": val_set, "test": test_set})
@@ -314,6 +333,40 @@ def train(
     shutil.rmtree(out, ignore_errors=True)
     os.replace(partial, out)
     return out
+
+
+def _average_snapshots(model: keras.Model, run: Path, state: dict, val: tuple[np.ndarray, np.ndarray]) -> None:
+    """Average the weights of the last fine-tune epochs and keep the mean if val balanced accuracy beats the best epoch.
+
+    Weight averaging along the tail of the schedule, as in SWA, finds a flatter point than any one
+    epoch. SWA's BatchNorm update is not needed with the BatchNorm fix: every snapshot has the same
+    pretrained statistics (a backbone trained from scratch averages them too, and val decides).
+    """
+    from sklearn.metrics import balanced_accuracy_score
+
+    paths = sorted((run / SNAPSHOTS).glob("epoch_*.npz"))
+    if len(paths) < 2:  # early stopping can leave fewer epochs than asked for
+        state["average"] = {"epochs": [], "kept": False}
+        _save_state(run, state)
+        return
+    snapshots = []
+    for path in paths:
+        with np.load(path) as snapshot:
+            snapshots.append([snapshot[f"arr_{i}"] for i in range(len(snapshot.files))])
+    model.set_weights([np.mean(arrays, axis=0) for arrays in zip(*snapshots, strict=True)])
+    images, labels = val
+    score = float(balanced_accuracy_score(labels, predict(model, images, "validating averaged weights").argmax(axis=1)))
+    kept = score > state["best_val_balanced_accuracy"]
+    if kept:
+        model.save(run / "model.keras")
+        state["best_val_balanced_accuracy"] = score
+    epochs = [int(path.stem.split("_")[1]) for path in paths]
+    state["average"] = {"epochs": epochs, "val_balanced_accuracy": score, "kept": kept}
+    _save_state(run, state)
+    verdict = "kept" if kept else "not kept: the best epoch stays"
+    print(
+        f"mean of fine-tune epochs {epochs[0]}-{epochs[-1]}: val_balanced_accuracy {score:.4f}, {verdict}", flush=True
+    )
 
 
 def _split_arrays(table: pd.DataFrame, split: str, input_size: int, resize_mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -378,6 +431,6 @@ def _finish(run: Path, table: pd.DataFrame, config: TrainConfig, state: dict, ev
     write_json(run / "metrics.json", {"backend": state["backend"], "device": state["device"], **metrics})
     plot_history(pd.read_csv(run / "history.csv"), run / "training_curves.png")
     plot_confusion(metrics["test"]["confusion_matrix"], run / "confusion_matrix.png", f"{config.arch}, test split")
-    for leftover in ("after_head.weights.h5", "backup_head", "backup_finetune"):
+    for leftover in ("after_head.weights.h5", "backup_head", "backup_finetune", SNAPSHOTS):
         path = run / leftover
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
