@@ -345,28 +345,26 @@ def _average_snapshots(model: keras.Model, run: Path, state: dict, val: tuple[np
     from sklearn.metrics import balanced_accuracy_score
 
     paths = sorted((run / SNAPSHOTS).glob("epoch_*.npz"))
-    if len(paths) < 2:  # early stopping can leave fewer epochs than asked for
-        state["average"] = {"epochs": [], "kept": False}
-        _save_state(run, state)
-        return
-    snapshots = []
-    for path in paths:
-        with np.load(path) as snapshot:
-            snapshots.append([snapshot[f"arr_{i}"] for i in range(len(snapshot.files))])
-    model.set_weights([np.mean(arrays, axis=0) for arrays in zip(*snapshots, strict=True)])
-    images, labels = val
-    score = float(balanced_accuracy_score(labels, predict(model, images, "validating averaged weights").argmax(axis=1)))
-    kept = score > state["best_val_balanced_accuracy"]
-    if kept:
-        model.save(run / "model.keras")
-        state["best_val_balanced_accuracy"] = score
-    epochs = [int(path.stem.split("_")[1]) for path in paths]
-    state["average"] = {"epochs": epochs, "val_balanced_accuracy": score, "kept": kept}
+    state["average"] = {"epochs": [int(path.stem.split("_")[1]) for path in paths], "kept": False}
+    if len(paths) >= 2:  # early stopping can leave fewer epochs than asked for
+        snapshots = []
+        for path in paths:
+            with np.load(path) as snapshot:
+                snapshots.append([snapshot[f"arr_{i}"] for i in range(len(snapshot.files))])
+        model.set_weights([np.mean(arrays, axis=0) for arrays in zip(*snapshots, strict=True)])
+        images, labels = val
+        probs = predict(model, images, "validating averaged weights")
+        score = float(balanced_accuracy_score(labels, probs.argmax(axis=1)))
+        kept = score > state["best_val_balanced_accuracy"]
+        if kept:
+            model.save(run / "model.keras")
+            state["best_val_balanced_accuracy"] = score
+        state["average"].update(val_balanced_accuracy=score, kept=kept)
+        verdict = "kept" if kept else "not kept: the best epoch stays"
+        print(
+            f"mean of the last {len(paths)} fine-tune epochs: val_balanced_accuracy {score:.4f}, {verdict}", flush=True
+        )
     _save_state(run, state)
-    verdict = "kept" if kept else "not kept: the best epoch stays"
-    print(
-        f"mean of fine-tune epochs {epochs[0]}-{epochs[-1]}: val_balanced_accuracy {score:.4f}, {verdict}", flush=True
-    )
 
 
 def _split_arrays(table: pd.DataFrame, split: str, input_size: int, resize_mode: str) -> tuple[np.ndarray, np.ndarray]:
