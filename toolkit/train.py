@@ -335,6 +335,11 @@ def train(
     return out
 
 
+def mean_weights(weight_lists: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """The element-wise mean of several ``get_weights()`` lists of one architecture."""
+    return [np.mean(arrays, axis=0) for arrays in zip(*weight_lists, strict=True)]
+
+
 def _average_snapshots(model: keras.Model, run: Path, state: dict, val: tuple[np.ndarray, np.ndarray]) -> None:
     """Average the weights of the last fine-tune epochs and keep the mean if val balanced accuracy beats the best epoch.
 
@@ -351,7 +356,7 @@ def _average_snapshots(model: keras.Model, run: Path, state: dict, val: tuple[np
         for path in paths:
             with np.load(path) as snapshot:
                 snapshots.append([snapshot[f"arr_{i}"] for i in range(len(snapshot.files))])
-        model.set_weights([np.mean(arrays, axis=0) for arrays in zip(*snapshots, strict=True)])
+        model.set_weights(mean_weights(snapshots))
         images, labels = val
         probs = predict(model, images, "validating averaged weights")
         score = float(balanced_accuracy_score(labels, probs.argmax(axis=1)))

@@ -1,0 +1,117 @@
+"""Cheap levers tried on finished MobileNetV2 runs, scored on the validation split (where choices are made).
+
+None of these needs training, so they are worth ruling in or out before another multi-hour run:
+- test-time flips and transposes (they could be exported into the bundle as extra views);
+- a uniform weight soup of the runs (one model, so it would still fit the 3 MB bundle);
+- the mean of the runs' probabilities (an ensemble: n times the bundle size and latency).
+Each run's folded decision rule is undone first, so the runs compare on their raw softmax.
+
+    .venv/bin/python benchmarks/val_probes_ham10000.py runs/ham10000_mobilenet_v2 runs/ham10000_mobilenet_v2_224
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from accuracy_ham10000 import REPORTED, epoch_history
+from common import environment, write_result
+
+RESULT = "val_probes_ham10000.json"
+VIEWS = {  # the dihedral group of a square image, as (transpose, flip rows, flip columns)
+    "identity": (False, False, False),
+    "flip_h": (False, False, True),
+    "flip_v": (False, True, False),
+    "flip_hv": (False, True, True),
+    "transpose": (True, False, False),
+    "transpose_h": (True, False, True),
+    "transpose_v": (True, True, False),
+    "transpose_hv": (True, True, True),
+}
+VIEW_SETS = {"1 view": ["identity"], "2 views (h flip)": ["identity", "flip_h"], "4 views (flips)": list(VIEWS)[:4]}
+VIEW_SETS["8 views (dihedral)"] = list(VIEWS)
+
+
+def view(images: np.ndarray, transpose: bool, flip_rows: bool, flip_columns: bool) -> np.ndarray:
+    out = images.transpose(0, 2, 1, 3) if transpose else images
+    out = out[:, ::-1] if flip_rows else out
+    return np.ascontiguousarray(out[:, :, ::-1] if flip_columns else out)
+
+
+def raw_model(run):
+    """The run's best model with its folded decision rule (prior shift, temperature) taken out of the head."""
+    from toolkit.calibrate import Decision, unfold_from_head
+
+    model = run.load_model()
+    decision = run.path / "decision.json"
+    if decision.exists():
+        unfold_from_head(model, Decision(**json.loads(decision.read_text())))
+    return model
+
+
+def headline(labels: np.ndarray, probs: np.ndarray) -> dict:
+    from toolkit.evaluate import compute_metrics
+
+    metrics = compute_metrics(labels, probs)
+    return {key: round(metrics[key], 4) for key in REPORTED}
+
+
+def main() -> None:
+    from toolkit.data.images import load_images
+    from toolkit.runs import open_run
+    from toolkit.train import mean_weights, predict
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="finished MobileNetV2 run folders on the same split")
+    parser.add_argument("--soup-size", type=int, help="input size for the weight soup (default: the first run's)")
+    args = parser.parse_args()
+    runs = [open_run(path) for path in args.runs]
+    rows = runs[0].rows("val")
+    labels = rows["label_index"].to_numpy()
+    images = {}  # by input size: each run is scored at its own
+
+    def val_images(size: int) -> np.ndarray:
+        if size not in images:
+            images[size] = load_images(rows["path"].tolist(), size, runs[0].resize_mode).images
+        return images[size]
+
+    result: dict = {"val_images": len(labels), "runs": {}}
+    probs, models = {}, []
+    for run in runs:
+        if not np.array_equal(run.rows("val")["image_id"].to_numpy(), rows["image_id"].to_numpy()):
+            raise SystemExit(f"{run.path} was split differently from {runs[0].path}")
+        model = raw_model(run)
+        models.append(model)
+        probs[run.name] = predict(model, val_images(run.input_size), f"{run.name} on val")
+        state = json.loads((run.path / "state.json").read_text())
+        result["runs"][run.name] = {
+            "input_size": run.input_size,
+            "schedule": run.config["schedule"],
+            **headline(labels, probs[run.name]),
+            "finetune_seconds": round(state["seconds"]["finetune"]),
+            "weight_average": state.get("average"),
+            "history": epoch_history(run.path),
+        }
+
+    first = runs[0].name
+    view_probs = {"identity": probs[first]}
+    for name, flags in list(VIEWS.items())[1:]:
+        view_probs[name] = predict(models[0], view(val_images(runs[0].input_size), *flags), f"{first}, {name}")
+    result["test_time_views"] = {"run": first}
+    for label, views in VIEW_SETS.items():
+        result["test_time_views"][label] = headline(labels, np.mean([view_probs[v] for v in views], axis=0))
+    if len(runs) > 1:
+        result["probability_ensemble"] = headline(labels, np.mean(list(probs.values()), axis=0))
+        size = args.soup_size or runs[0].input_size
+        models[0].set_weights(mean_weights([model.get_weights() for model in models]))
+        soup_probs = predict(models[0], val_images(size), "weight soup on val")
+        result["uniform_weight_soup"] = {"input_size": size, **headline(labels, soup_probs)}
+    print(json.dumps(result, indent=2))
+    path = write_result(RESULT, {**environment(), **result})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
