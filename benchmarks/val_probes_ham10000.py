@@ -4,7 +4,8 @@ None of these needs training, so they are worth ruling in or out before another 
 - test-time flips and transposes (they could be exported into the bundle as extra views);
 - a uniform weight soup of the runs (one model, so it would still fit the 3 MB bundle);
 - the mean of the runs' probabilities (an ensemble: n times the bundle size and latency).
-Each run's folded decision rule is undone first, so the runs compare on their raw softmax.
+Each run's folded decision rule is undone first, so the runs compare on their raw softmax: fair between
+runs trained with class weights (whose rule kept no shift), not for a run that leans on its prior shift.
 
     .venv/bin/python benchmarks/val_probes_ham10000.py runs/ham10000_mobilenet_v2 runs/ham10000_mobilenet_v2_224
 """
