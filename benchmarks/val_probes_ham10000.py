@@ -31,25 +31,18 @@ VIEWS = {  # the dihedral group of a square image, as (transpose, flip rows, fli
     "transpose_v": (True, True, False),
     "transpose_hv": (True, True, True),
 }
-VIEW_SETS = {"1 view": ["identity"], "2 views (h flip)": ["identity", "flip_h"], "4 views (flips)": list(VIEWS)[:4]}
-VIEW_SETS["8 views (dihedral)"] = list(VIEWS)
+VIEW_SETS = {  # the first n views
+    "1 view": list(VIEWS)[:1],
+    "2 views (h flip)": list(VIEWS)[:2],
+    "4 views (flips)": list(VIEWS)[:4],
+    "8 views (dihedral)": list(VIEWS),
+}
 
 
 def view(images: np.ndarray, transpose: bool, flip_rows: bool, flip_columns: bool) -> np.ndarray:
     out = images.transpose(0, 2, 1, 3) if transpose else images
     out = out[:, ::-1] if flip_rows else out
     return np.ascontiguousarray(out[:, :, ::-1] if flip_columns else out)
-
-
-def raw_model(run):
-    """The run's best model with its folded decision rule (prior shift, temperature) taken out of the head."""
-    from toolkit.calibrate import Decision, unfold_from_head
-
-    model = run.load_model()
-    decision = run.path / "decision.json"
-    if decision.exists():
-        unfold_from_head(model, Decision(**json.loads(decision.read_text())))
-    return model
 
 
 def headline(labels: np.ndarray, probs: np.ndarray) -> dict:
@@ -83,7 +76,7 @@ def main() -> None:
     for run in runs:
         if not np.array_equal(run.rows("val")["image_id"].to_numpy(), rows["image_id"].to_numpy()):
             raise SystemExit(f"{run.path} was split differently from {runs[0].path}")
-        model = raw_model(run)
+        model = run.load_raw_model()
         models.append(model)
         probs[run.name] = predict(model, val_images(run.input_size), f"{run.name} on val")
         state = json.loads((run.path / "state.json").read_text())

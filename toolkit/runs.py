@@ -55,6 +55,12 @@ class Run:
         path = self.path / "metrics.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
+    @cached_property
+    def decision(self) -> dict | None:
+        """The decision rule folded into the model's head (``decision.json``), if the run fitted one."""
+        path = self.path / "decision.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
     def rows(self, split: str) -> pd.DataFrame:
         """The manifest rows of one split, in image-id order, with ``label_index``."""
         rows = self.table[self.table["split"] == split].sort_values("image_id", kind="stable")
@@ -77,6 +83,15 @@ class Run:
             return keras.saving.load_model(path)
         except Exception as error:  # Keras raises ValueError, OSError, zipfile.BadZipFile and more
             raise ToolkitError(f"cannot load {path}: {str(error).splitlines()[0] or type(error).__name__}") from None
+
+    def load_raw_model(self):
+        """The best model with its folded decision rule (prior shift, temperature) taken out of the head."""
+        from toolkit.calibrate import Decision, unfold_from_head
+
+        model = self.load_model()
+        if self.decision is not None:
+            unfold_from_head(model, Decision(**self.decision))
+        return model
 
 
 def open_run(path: Path | None = None) -> Run:

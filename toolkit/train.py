@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from toolkit.calibrate import OBJECTIVES, Decision, fit_decision, fold_into_head, unfold_from_head
+from toolkit.calibrate import OBJECTIVES, fit_decision, fold_into_head
 from toolkit.classes import CLASSES
 from toolkit.data.images import RESIZE_MODES, load_images
 from toolkit.data.pipeline import AugmentConfig, ImageBatches, class_weights
@@ -32,6 +32,7 @@ from toolkit.data.split import limit_per_split, prepare_splits, write_manifest
 from toolkit.errors import ToolkitError
 from toolkit.evaluate import compute_metrics, plot_confusion, plot_history, write_json
 from toolkit.model import backbone_spec, build_classifier, set_phase
+from toolkit.runs import open_run
 
 PHASES = ("head", "finetune")
 SNAPSHOTS = "snapshots"  # the last fine-tune epochs' weights, while a run with ``average_last`` trains
@@ -393,13 +394,12 @@ def refit_decision(run: Path, objective: str | None = None) -> Path:
     work, old = run.with_name(run.name + ".refit"), run.with_name(run.name + ".old")
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(run, work)
-    if (work / "decision.json").exists():
-        model = keras.saving.load_model(work / "model.keras")
-        unfold_from_head(model, Decision(**json.loads((work / "decision.json").read_text())))
-        model.save(work / "model.keras")
+    copied = open_run(work)
+    if copied.decision is not None:
+        copied.load_raw_model().save(work / "model.keras")
         (work / "decision.json").unlink()
     write_json(work / "config.json", asdict(config))
-    table = read_manifest(work / "splits.csv").table
+    table = copied.table
     state = json.loads((work / "state.json").read_text())
     evaluated = {split: _split_arrays(table, split, config.input_size, config.resize_mode) for split in ("val", "test")}
     _finish(work, table, config, state, evaluated)
