@@ -22,6 +22,12 @@ def _load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _recipe_results() -> list[dict]:
+    """One result per benchmarked recipe (results written before recipes had names are named by their arch)."""
+    results = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("ham10000_*.json"))]
+    return [{"recipe": result["arch"], **result} for result in results if "arch" in result]
+
+
 def _row(label: str, model: str, scores: dict, extra: list[str]) -> str:
     return "| " + " | ".join([label, model, *(f"{scores[c]:.3f}" for c in COLUMNS), *extra]) + " |"
 
@@ -32,13 +38,13 @@ def accuracy_table() -> str:
     )
     lines = [header, "|" + "---|" * 10]
     split = ""
-    for path in sorted(RESULTS.glob("ham10000_*.json")):
-        result = json.loads(path.read_text())
-        if "arch" not in result:
-            continue
+    for result in _recipe_results():
         split = f"{result['protocol']} ({result['test_images']} images); int8 scored through the app's steps.\n\n"
         config, bundle, gate = result["config"], result["bundle"], result["drift_gate"]
-        label = f"{result['arch']} {config['input_size']}px, weights {result['weights']}"
+        label = (
+            f"{result['recipe']}: {config['input_size']}px, {config['epochs_finetune']} fine-tune epochs, "
+            f"weights {result['weights']}"
+        )
         lines.append(_row(label, "float", result["float"], ["", "", ""]))
         verdict = (
             f"{'passed' if gate['passed'] else 'FAILED'}: {gate['top1_agreement']:.1%} top-1 agreement, "
@@ -56,12 +62,20 @@ def accuracy_table() -> str:
 
 
 def targets_table() -> str:
-    result = _load("ham10000_mobilenet_v2.json")
-    if not result or "targets" not in result:
+    """The int8 MobileNetV2 targets, a column for each MobileNetV2 recipe."""
+    results = [result for result in _recipe_results() if "targets" in result]
+    if not results:
         return ""
-    lines = ["| int8 MobileNetV2 target | value | target | met |", "|---|---|---|---|"]
-    for name, entry in result["targets"].items():
-        lines.append(f"| {name} | {entry['value']} | {entry['target']} | {'yes' if entry['met'] else '**no**'} |")
+    lines = [
+        "| int8 MobileNetV2 target | required | " + " | ".join(result["recipe"] for result in results) + " |",
+        "|---|---|" + "---|" * len(results),
+    ]
+    for name, entry in results[0]["targets"].items():
+        cells = [
+            f"{result['targets'][name]['value']} ({'met' if result['targets'][name]['met'] else '**not met**'})"
+            for result in results
+        ]
+        lines.append(f"| {name} | {entry['target']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
