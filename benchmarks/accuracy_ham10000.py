@@ -276,7 +276,9 @@ def ensemble(recipes: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", "--arch", dest="recipe", choices=list(RECIPES), help="a recipe in RECIPES")
+    parser.add_argument(
+        "--recipe", "--arch", dest="recipe", choices=list(RECIPES), metavar="NAME", help=", ".join(RECIPES)
+    )
     parser.add_argument("--ensemble", nargs="+", choices=list(RECIPES), help="score the float ensemble of these runs")
     parser.add_argument("--out", type=Path, default=RUNS / "bundles", help="where the bundle goes")
     parser.add_argument("--train-only", action="store_true", help="train (any backend) and stop before export")
