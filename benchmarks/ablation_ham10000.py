@@ -38,8 +38,9 @@ def undo_decision(run) -> dict:
     """The base run's test predictions without the folded prior shift and temperature."""
     from toolkit.calibrate import softmax
     from toolkit.evaluate import compute_metrics
+    from toolkit.runs import open_run
 
-    decision = json.loads((run / "decision.json").read_text())
+    decision = open_run(run).decision
     with np.load(run / "reference.npz") as reference:
         probs, labels = reference["test_probs"], reference["test_labels"]
     logits = np.log(np.clip(probs, 1e-12, 1)) * decision["temperature"] - np.asarray(decision["shift"])
@@ -47,6 +48,7 @@ def undo_decision(run) -> dict:
 
 
 def main() -> None:
+    from toolkit.runs import open_run
     from toolkit.train import train
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -62,12 +64,12 @@ def main() -> None:
         started = time.monotonic()
         train(config, run, force=True)
         metrics = json.loads((run / "metrics.json").read_text())
-        decision = run / "decision.json"
+        decision = open_run(run).decision
         result["variants"][name] = {
             "changed": VARIANTS[name],
             "train_seconds": round(time.monotonic() - started, 1),
             "val_balanced_accuracy": round(metrics["val"]["balanced_accuracy"], 4),
-            "decision_tau": json.loads(decision.read_text())["tau"] if decision.exists() else None,
+            "decision_tau": decision["tau"] if decision else None,
             "test": scores(metrics["test"]),
             "run_by": {key: run_by[key] for key in ("command", "date")},  # a sweep can be rerun in parts
         }

@@ -199,6 +199,7 @@ def epoch_history(run: Path) -> list[dict]:
 
 def benchmark(recipe: str, out: Path, train_only: bool) -> None:
     from toolkit.bench import bench_local
+    from toolkit.runs import open_run
 
     started = time.monotonic()
     arch = RECIPES[recipe]["arch"]
@@ -233,7 +234,7 @@ def benchmark(recipe: str, out: Path, train_only: bool) -> None:
         "config": json.loads((run / "config.json").read_text()),
         "weights": RECIPES[recipe]["weights"],
         "trained_with": {"backend": state["backend"], "device": state["device"]},
-        "decision": json.loads((run / "decision.json").read_text()) if (run / "decision.json").exists() else None,
+        "decision": open_run(run).decision,
         "seconds": {**seconds, "total_this_invocation": round(time.monotonic() - started, 1)},
         "history": epoch_history(run),
         "weight_average": state.get("average"),  # the mean of the last fine-tune epochs, when the recipe asks
