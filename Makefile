@@ -34,9 +34,11 @@ demo: $(STAMP)
 	$(PY) -m toolkit export --quantize --run runs/demo --force --accept-drift \
 	  --min-agreement 0.95 --max-balanced-accuracy-drop 4 --max-recall-drop 25
 
+# The tests spend most of their time in single-threaded conversion and tracing: one worker per core (at most 4),
+# a file per worker, so the fixtures a file shares are built once.
 test: $(STAMP)
 	$(VENV)/bin/ruff check toolkit tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check toolkit tests benchmarks

@@ -24,6 +24,6 @@ setup(
         "tqdm>=4.66",
         "matplotlib>=3.8",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6"], "jax": ["jax[cpu]>=0.4.30"]},
+    extras_require={"dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6"], "jax": ["jax[cpu]>=0.4.30"]},
     entry_points={"console_scripts": ["lesion-toolkit=toolkit.cli:main"]},
 )

@@ -115,7 +115,7 @@ def int8_bundle(small_run, tmp_path_factory) -> Path:
     gate (about 80% top-1 agreement), so it is published with ``--accept-drift``.
     """
     out = tmp_path_factory.mktemp("flutter_assets")
-    toolkit_cli(
+    result = toolkit_cli(
         "export",
         "--run",
         str(small_run),
@@ -126,6 +126,7 @@ def int8_bundle(small_run, tmp_path_factory) -> Path:
         "100",
         "--accept-drift",
     )
+    assert "drift gate failed" in result.stdout and "publishing anyway because of --accept-drift" in result.stdout
     return out / small_run.name
 
 

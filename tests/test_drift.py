@@ -1,5 +1,5 @@
-"""The drift gate: passes a good export, fails a broken one loudly, names the worst layers, and holds
-predictions made on a device to the same gate."""
+"""The drift gate: passes a good export, fails a broken one loudly, and holds predictions made on a device to
+the same gate."""
 
 from __future__ import annotations
 
@@ -91,40 +91,6 @@ def test_a_perturbed_output_layer_fails_the_gate_and_stays_out_of_place(demo_run
     assert not (out / "broken").exists()
     report = json.loads((out / ".broken.rejected" / "drift" / "drift.json").read_text())
     assert not report["gate"]["passed"] and report["device_drift"]["top1_agreement"] < 0.5
-    accepted = cli("export", "--run", str(broken), "--quantize", "--out", str(out), "--accept-drift")
-    assert "publishing anyway" in accepted.stdout
-    assert json.loads((out / "broken" / "manifest.json").read_text())["drift"]["passed"] is False
-
-
-def test_selective_names_the_worst_layers_and_prices_each_retry(small_run, tmp_path, cli):
-    out = tmp_path / "assets"
-    result = cli(
-        "export",
-        "--run",
-        str(small_run),
-        "--quantize",
-        "--out",
-        str(out),
-        "--selective",
-        "--calibration-images",
-        "40",
-        "--accept-drift",
-        *["--min-agreement", "0.9", "--max-balanced-accuracy-drop", "100", "--max-recall-drop", "100"],
-    )  # this tiny model starts near 80% agreement: a few float layers may bring it over 90%
-    assert "finding the layers int8 hurts most" in result.stdout
-    manifest = json.loads((out / "ham_small" / "manifest.json").read_text())
-    attempts = manifest["drift"]["attempts"]
-    assert attempts[0]["attempt"] == "as asked" and attempts[1]["calibration_images"] == 120
-    assert all(a["model_bytes"] > 0 and a["latency_ms_2_threads"] > 0 for a in attempts)
-    report = json.loads((out / "ham_small" / "drift" / "drift.json").read_text())
-    errors = [layer["rmse_over_scale"] for layer in report["layers"]]
-    assert len(errors) == 20 and errors == sorted(errors, reverse=True)
-    assert "Layers with the largest int8 error" in (out / "ham_small" / "drift" / "drift.md").read_text()
-    float_layers = [len(a["float_layers"]) for a in attempts]
-    assert float_layers == [0, 0, 5, 10, 20][: len(attempts)] and (len(attempts) == 5 or attempts[-1]["passed"])
-    if len(attempts) >= 3:  # layers left in float: the model grows, and the manifest names them
-        assert attempts[2]["model_bytes"] > attempts[1]["model_bytes"]
-        assert manifest["float_layers"] == attempts[-1]["float_layers"]
 
 
 def _run_like_a_phone(pack: Path, bundle: Path) -> list[dict]:
@@ -184,5 +150,6 @@ def test_exit_codes(demo_bundle, int8_bundle, tmp_path, cli):
     )
     assert strict.returncode == 1 and "Gate FAILED" in strict.stdout
     assert cli("drift", "--bundle", str(int8_bundle), *LOOSE, "--out", str(tmp_path / "c")).returncode == 0
+    assert json.loads((int8_bundle / "manifest.json").read_text())["drift"]["passed"] is False  # --accept-drift
     missing = cli("drift", "--bundle", str(tmp_path / "nope"), check=False)
     assert missing.returncode == 2 and "bundle folder not found" in missing.stderr

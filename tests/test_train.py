@@ -176,12 +176,24 @@ def test_train_command_refuses_bad_input_and_writes_nothing(run, capsys, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["no_test.csv"]
 
 
-def test_the_same_command_trains_under_jax(tmp_path):
+NO_TENSORFLOW = """import sys
+class NoTensorFlow:  # the GPU machine has JAX and no TensorFlow: importing it must fail there as here
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, NoTensorFlow())
+"""
+
+
+def test_the_same_command_trains_under_jax_without_tensorflow(tmp_path):
     out = tmp_path / "jax_run"
     command = [sys.executable, "-m", "toolkit", "train", "--data", str(HAM), "--arch", "mobilenet_v2",
                "--alpha", "0.35", "--input-size", "64", "--weights", "none", "--epochs-head", "1",
                "--epochs-finetune", "1", "--limit", "100", "--out", str(out)]  # fmt: skip
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    (tmp_path / "sitecustomize.py").write_text(NO_TENSORFLOW)
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=str(tmp_path))
+    blocked = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, capture_output=True, text=True)
+    assert blocked.returncode == 1 and "No module named 'tensorflow'" in blocked.stderr
     result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((out / "metrics.json").read_text())["backend"] == "jax"

@@ -157,9 +157,17 @@ def run_of(bundle: Bundle, run: Path | None) -> Run:
 
 
 def measure_drift(
-    bundle: Bundle, run: Run, split: str = "test", gate: Gate = Gate(), predictions: Path | None = None
+    bundle: Bundle,
+    run: Run,
+    split: str = "test",
+    gate: Gate = Gate(),
+    predictions: Path | None = None,
+    model=None,
 ) -> dict:
-    """The full drift report of ``bundle`` (or of device ``predictions``) against ``run``'s reference."""
+    """The full drift report of ``bundle`` (or of device ``predictions``) against ``run``'s reference.
+
+    ``model`` is the run's float model if the caller has it loaded already (export does: loading takes seconds).
+    """
     import keras
 
     from toolkit.train import predict, training_device
@@ -176,7 +184,7 @@ def measure_drift(
         from toolkit.data.images import load_images
 
         float_inputs = load_images(paths, run.input_size, run.resize_mode).images
-    float_probs = predict(run.load_model(), float_inputs, "float model here")
+    float_probs = predict(run.load_model() if model is None else model, float_inputs, "float model here")
     if predictions is None:
         exported, source = bundle.predict(images), f"{bundle.path / 'model.tflite'} (ai_edge_litert, XNNPACK, CPU)"
     else:

@@ -35,8 +35,10 @@ def latency_ms(folder: Path, runs: int = 50, threads: int = 2) -> float:
     return 1000 * (time.perf_counter() - start) / runs
 
 
-def _measure(staging: Path, target: Path, run: Run, options: ExportOptions, attempt: Attempt) -> tuple[dict, dict]:
-    report = measure_drift(Bundle.open(staging), run, options.drift_split, options.gate)
+def _measure(
+    staging: Path, target: Path, run: Run, model, options: ExportOptions, attempt: Attempt
+) -> tuple[dict, dict]:
+    report = measure_drift(Bundle.open(staging), run, options.drift_split, options.gate, model=model)
     report["bundle"], report["exported"] = str(target), report["exported"].replace(str(staging), str(target))
     total = report["total"]
     record = {
@@ -92,13 +94,13 @@ def gate_bundle(
     """Gate the staged bundle; write ``drift/`` and the manifest's drift summary; reject it if it fails."""
     from toolkit.export.writer import metrics_summary, update_manifest
 
-    report, record = _measure(staging, target, run, options, attempt)
+    report, record = _measure(staging, target, run, model, options, attempt)
     attempts = [record]
     if not report["gate"]["passed"] and options.selective:
         first = report
         for retry in _retries(run, model, attempt, options, first):
             stage_attempt(staging, target.name, run, model, labels, retry, options)
-            report, record = _measure(staging, target, run, options, retry)
+            report, record = _measure(staging, target, run, model, options, retry)
             attempts.append(record)
             if report["gate"]["passed"]:
                 break
