@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -127,7 +128,9 @@ def int8_bundle(small_run, tmp_path_factory) -> Path:
         "--accept-drift",
     )
     assert "drift gate failed" in result.stdout and "publishing anyway because of --accept-drift" in result.stdout
-    return out / small_run.name
+    bundle = out / small_run.name
+    assert json.loads((bundle / "manifest.json").read_text())["drift"]["passed"] is False
+    return bundle
 
 
 @pytest.fixture
