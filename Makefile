@@ -29,10 +29,11 @@ $(STAMP): setup.py Makefile
 
 demo: $(STAMP)
 	$(PY) -m toolkit train --demo --epochs-head 3 --epochs-finetune 3 --out runs/demo --force
-	@# The demo test split has 67 images (one flip moves balanced accuracy 1.2 to 1.8 points) and this small
-	@# 64x64 model drifts by a few of them in int8: the gate reports, and a failure is published with a warning.
+	@# The demo test split has 67 images (one flip moves balanced accuracy 1.2 to 1.8 points, a referral of its
+	@# 26 malignant ones 3.8) and this small 64x64 model drifts by a few of them in int8: the gate reports, and a
+	@# failure is published with a warning.
 	$(PY) -m toolkit export --quantize --run runs/demo --force --accept-drift \
-	  --min-agreement 0.95 --max-balanced-accuracy-drop 4 --max-recall-drop 25
+	  --min-agreement 0.95 --max-balanced-accuracy-drop 4 --max-recall-drop 25 --max-sensitivity-drop 12
 
 # The tests spend most of their time in single-threaded conversion and tracing: one worker per core (at most 4),
 # a file per worker, so the fixtures a file shares are built once.

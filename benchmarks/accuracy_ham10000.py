@@ -1,12 +1,14 @@
 """The accuracy benchmark: the whole chain on the shared HAM10000 images, scored on the test split.
 
 Split (lesion-grouped, stratified, seed 0, 70/15/15), train a recipe, evaluate the float
-model, export int8 with the drift gate (``--selective`` retries when it fails), score the bundle on
-the test split with the app's own steps (``tests/app_steps.py``, the code the contract test holds
-``predict`` to), time it at 2 threads, and write ``benchmarks/results/ham10000_<recipe>.json``.
-Everything in a recipe was chosen on the validation split.
+model, export int8 (``--selective`` retries when the drift gate fails) and float16, each gated,
+score both bundles on the test split with the app's own steps (``tests/app_steps.py``, the code the
+contract test holds ``predict`` to), time them at 2 threads, and write
+``benchmarks/results/ham10000_<recipe>.json`` with the chain's wall time, the floor and the goals.
+Everything in a recipe, the referral thresholds included, was chosen on the validation split.
+``--ship`` packs the run into ``models/`` first, so the bundles' manifests name a committed run.
 
-    .venv/bin/python benchmarks/accuracy_ham10000.py --recipe mobilenet_v2 --out flutter_assets
+    .venv/bin/python benchmarks/accuracy_ham10000.py --recipe mobilenet_v2 --out flutter_assets --ship
     .venv/bin/python benchmarks/accuracy_ham10000.py --recipe mobilenet_v2_fast
     .venv/bin/python benchmarks/accuracy_ham10000.py --recipe densenet121
     .venv/bin/python benchmarks/accuracy_ham10000.py --ensemble mobilenet_v2 densenet121
@@ -33,6 +35,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the app's steps, shared with the cont
 
 HAM10000 = SHARED / "data" / "ham10000"
 RUNS = REPO / "runs"
+MODELS = REPO / "models"  # shipped runs, committed: what a shipped bundle's manifest names
 
 COMMON = {
     "data": str(HAM10000),
@@ -79,14 +82,16 @@ RECIPES["mobilenet_v2_fast"] = {  # fits one 3-hour working session on 2 CPU cor
     "imbalance": "none",  # the ablation's shift_only: plain cross-entropy, the decision rule's prior shift alone
     "average_last": 5,
 }
-TARGETS = {  # the int8 MobileNetV2 bundle on the test split (issue 7)
-    "balanced_accuracy": (">=", 0.72),
-    "accuracy": (">=", 0.84),
-    "macro_f1": (">=", 0.65),
+TARGETS = {  # the floor a shipped int8 MobileNetV2 bundle must meet on the test split (issue 19)
+    "accuracy": (">=", 0.79),
+    "balanced_accuracy": (">=", 0.68),
+    "macro_f1": (">=", 0.67),
     "model_megabytes": ("<=", 3.0),
     "balanced_accuracy_drop_points": ("<=", 1.0),
     "top1_agreement": (">=", 0.98),
+    "chain_minutes": ("<=", 150),  # split, train, export with the gate, scoring: one working session
 }
+GOALS = {"accuracy": (">=", 0.84), "balanced_accuracy": (">=", 0.72)}  # still to beat; not a condition for shipping
 PROTOCOL = "HAM10000, toolkit lesion-grouped stratified split, seed 0, 70/15/15; scored on test"
 REPORTED = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc_ovr_macro", "ece")
 
@@ -127,6 +132,7 @@ def train_or_reuse(recipe: str) -> Path:
 
 def scores(metrics: dict) -> dict:
     return {
+        "images": metrics["images"],
         **{key: round(metrics[key], 4) for key in REPORTED},
         "recall": {name: round(entry["recall"], 4) for name, entry in metrics["per_class"].items()},
         "roc_auc_ovr": {name: round(value, 4) for name, value in metrics["roc_auc_ovr"].items()},
@@ -134,12 +140,21 @@ def scores(metrics: dict) -> dict:
     }
 
 
-def export_and_gate(run: Path, out: Path, name: str) -> tuple[Path, bool]:
-    """int8 export with the drift gate and ``--selective``; a rejected bundle is still scored, as rejected."""
+def export_and_gate(run: Path, out: Path, name: str, mode: str, reproduce: tuple[str, ...]) -> tuple[Path, bool]:
+    """Export with the drift gate (int8: ``--selective`` retries); a rejected bundle is still scored, as rejected."""
     from toolkit.errors import GateFailed
     from toolkit.export import ExportOptions, export_run
+    from toolkit.export.convert import Quantization
 
-    options = ExportOptions(run=run, out=out, name=name, force=True, selective=True)
+    options = ExportOptions(
+        run=run,
+        out=out,
+        name=name,
+        quantization=Quantization(mode),
+        force=True,
+        selective=mode == "int8",
+        reproduce=reproduce,
+    )
     try:
         return export_run(options), True
     except GateFailed as failure:
@@ -165,20 +180,24 @@ def score_bundle(bundle: Path, run: Path, drift_report: dict) -> dict:
     return metrics
 
 
-def check_targets(int8: dict, drift: dict, model_bytes: int) -> dict:
-    values = {
-        **{key: int8[key] for key in ("balanced_accuracy", "accuracy", "macro_f1")},
-        "model_megabytes": round(model_bytes / 1e6, 3),
-        "balanced_accuracy_drop_points": drift["balanced_accuracy_drop_points"],
-        "top1_agreement": drift["top1_agreement"],
-    }
+def check(values: dict, targets: dict) -> dict:
     return {
         key: {
             "value": values[key],
             "target": f"{op} {bound}",
             "met": bool(values[key] >= bound if op == ">=" else values[key] <= bound),
         }
-        for key, (op, bound) in TARGETS.items()
+        for key, (op, bound) in targets.items()
+    }
+
+
+def target_values(int8: dict, drift: dict, model_bytes: int, chain_seconds: float) -> dict:
+    return {
+        **{key: int8[key] for key in ("balanced_accuracy", "accuracy", "macro_f1")},
+        "model_megabytes": round(model_bytes / 1e6, 3),
+        "balanced_accuracy_drop_points": drift["balanced_accuracy_drop_points"],
+        "top1_agreement": drift["top1_agreement"],
+        "chain_minutes": round(chain_seconds / 60, 1),
     }
 
 
@@ -197,65 +216,88 @@ def epoch_history(run: Path) -> list[dict]:
         ]
 
 
-def benchmark(recipe: str, out: Path, train_only: bool) -> None:
+def bundle_result(bundle: Path, run: Path, passed: bool, seconds: dict, key: str) -> dict:
+    """One exported bundle scored through the app's steps and timed at 2 threads."""
     from toolkit.bench import bench_local
-    from toolkit.runs import open_run
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    clock = time.monotonic()
+    metrics = score_bundle(bundle, run, json.loads((bundle / "drift" / "drift.json").read_text()))
+    seconds[f"score_{key}"] = round(time.monotonic() - clock, 1)
+    latency = next(r for r in bench_local([bundle], threads=(2,), runs=100, warmup=10)["results"])
+    model_bytes = (bundle / "model.tflite").stat().st_size
+    return {
+        "path": str(bundle.relative_to(REPO)) if bundle.is_relative_to(REPO) else str(bundle),
+        "quantization": manifest["quantization"],
+        "quantizer": manifest["quantizer"],
+        "float_layers": len(manifest["float_layers"] or []),
+        "model_bytes": model_bytes,
+        "bundle_bytes": sum(entry["bytes"] for entry in manifest["files"].values()),
+        "input": manifest["input"]["dtype"],
+        "output": manifest["output"]["dtype"],
+        "scores": scores(metrics),
+        "drift_gate": {"passed": passed, **manifest["drift"]},
+        "referral": [
+            {k: point[k] for k in ("name", "threshold", "target_sensitivity", "exported", "flips")}
+            for point in manifest["referral"]["test"]
+        ],
+        "latency_2_threads": {k: latency[k] for k in ("mean_ms", "p50_ms", "p90_ms", "runs")},
+    }
+
+
+def benchmark(recipe: str, out: Path, train_only: bool, ship: bool) -> None:
+    from toolkit.runs import open_run, pack_run
 
     started = time.monotonic()
     arch = RECIPES[recipe]["arch"]
-    run = train_or_reuse(recipe)
+    trained = train_or_reuse(recipe)
     if train_only:
-        print(f"trained {run}; run the same command without --train-only on a machine with TensorFlow")
+        print(f"trained {trained}; run the same command without --train-only on a machine with TensorFlow")
         return
-    state = json.loads((run / "state.json").read_text())
-    float_metrics = json.loads((run / "metrics.json").read_text())
+    state = json.loads((trained / "state.json").read_text())
     seconds = {phase: round(value, 1) for phase, value in state.get("seconds", {}).items()}
-
-    clock = time.monotonic()
-    bundle, passed = export_and_gate(run, out, f"ham10000_{recipe}")
-    seconds["export_and_gate"] = round(time.monotonic() - clock, 1)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    drift_report = json.loads((bundle / "drift" / "drift.json").read_text())
-
-    clock = time.monotonic()
-    int8_metrics = score_bundle(bundle, run, drift_report)
-    seconds["score_bundle"] = round(time.monotonic() - clock, 1)
-
-    clock = time.monotonic()
-    latency = next(r for r in bench_local([bundle], threads=(2,), runs=100, warmup=10)["results"])
-    seconds["latency"] = round(time.monotonic() - clock, 1)
-    model_bytes = (bundle / "model.tflite").stat().st_size
-    drift = manifest["drift"]
+    name = f"ham10000_{recipe}"
+    run = pack_run(trained, MODELS / name, force=True) if ship else trained
+    reproduce = (f".venv/bin/python benchmarks/accuracy_ham10000.py --recipe {recipe} --out {out}" + " --ship" * ship,)
+    bundles = {}
+    for key, mode, suffix in (("int8", "int8", ""), ("float16", "float16", "_float16")):
+        clock = time.monotonic()
+        bundle, passed = export_and_gate(run, out, name + suffix, mode, reproduce)
+        seconds[f"export_and_gate_{key}"] = round(time.monotonic() - clock, 1)
+        bundles[key] = bundle_result(bundle, run, passed, seconds, key)
+    seconds["this_invocation"] = round(time.monotonic() - started, 1)
+    # the training call's own wall clock when it ran in one go; else its phases (resumed runs lose start-ups)
+    train_seconds = state["seconds"].get("wall") or sum(state["seconds"].values())
+    chain = train_seconds + seconds["this_invocation"]
+    int8 = bundles["int8"]
     result = {
         **environment(),
         "protocol": PROTOCOL,
         "recipe": recipe,
         "arch": arch,
-        "config": json.loads((run / "config.json").read_text()),
+        "config": json.loads((trained / "config.json").read_text()),
         "weights": RECIPES[recipe]["weights"],
         "trained_with": {"backend": state["backend"], "device": state["device"]},
+        "run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run),
         "decision": open_run(run).decision,
-        "seconds": {**seconds, "total_this_invocation": round(time.monotonic() - started, 1)},
-        "history": epoch_history(run),
+        "seconds": seconds,
+        "chain_minutes": round(chain / 60, 1),
+        "history": epoch_history(trained),
         "weight_average": state.get("average"),  # the mean of the last fine-tune epochs, when the recipe asks
-        "test_images": int8_metrics["images"],
-        "float": scores(float_metrics["test"]),
-        "int8": scores(int8_metrics),
-        "drift_gate": {"passed": passed, **drift},
-        "bundle": {
-            "path": str(bundle.relative_to(REPO)) if bundle.is_relative_to(REPO) else str(bundle),
-            "quantization": manifest["quantization"],
-            "quantizer": manifest["quantizer"],
-            "float_layers": len(manifest["float_layers"] or []),
-            "model_bytes": model_bytes,
-            "bundle_bytes": sum(entry["bytes"] for entry in manifest["files"].values()),
-        },
-        "latency_2_threads": {k: latency[k] for k in ("mean_ms", "p50_ms", "p90_ms", "runs")},
+        "test_images": int8["scores"]["images"],
+        "float": scores(json.loads((trained / "metrics.json").read_text())["test"]),
+        "int8": int8["scores"],
+        "drift_gate": int8["drift_gate"],
+        "bundle": {k: v for k, v in int8.items() if k not in ("scores", "drift_gate")},
+        "float16": bundles["float16"],
+        "latency_2_threads": int8["latency_2_threads"],
     }
     if arch == "mobilenet_v2":
-        result["targets"] = check_targets(result["int8"], drift, model_bytes)
-    path = write_result(f"ham10000_{recipe}.json", result)
-    print(json.dumps({k: result[k] for k in ("float", "int8")}, indent=1)[:2000])
+        values = target_values(int8["scores"], int8["drift_gate"], int8["model_bytes"], chain)
+        result["targets"] = check(values, TARGETS)
+        result["goals"] = check(values, GOALS)
+    path = write_result(f"{name}.json", result)
+    print(json.dumps({k: result[k] for k in ("float", "int8", "chain_minutes")}, indent=1)[:2500])
     print(f"wrote {path}")
 
 
@@ -283,11 +325,14 @@ def main() -> None:
     parser.add_argument("--ensemble", nargs="+", choices=list(RECIPES), help="score the float ensemble of these runs")
     parser.add_argument("--out", type=Path, default=RUNS / "bundles", help="where the bundle goes")
     parser.add_argument("--train-only", action="store_true", help="train (any backend) and stop before export")
+    parser.add_argument(
+        "--ship", action="store_true", help="pack the run into models/ and export the bundles from there (commit both)"
+    )
     args = parser.parse_args()
     if args.ensemble:
         ensemble(args.ensemble)
     elif args.recipe:
-        benchmark(args.recipe, args.out, args.train_only)
+        benchmark(args.recipe, args.out, args.train_only, args.ship)
     else:
         parser.error("give --recipe or --ensemble")
 

@@ -14,6 +14,8 @@ from common import RESULTS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- accuracy-results:start -->", "<!-- accuracy-results:end -->"
+SHIPPED_START, SHIPPED_END = "<!-- shipped:start -->", "<!-- shipped:end -->"
+SHIPPED_RECIPE = "mobilenet_v2"  # the recipe whose bundles are in flutter_assets/
 COLUMNS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr_macro", "ece")
 
 
@@ -55,6 +57,11 @@ def accuracy_table() -> str:
         )
         size, latency = f"{bundle['model_bytes'] / 1e6:.2f}", f"{result['latency_2_threads']['mean_ms']:.2f}"
         lines.append(_row("", exported, result["int8"], [size, latency, verdict]))
+        if "float16" in result:
+            half, gate = result["float16"], result["float16"]["drift_gate"]
+            verdict = f"{'passed' if gate['passed'] else 'FAILED'}: {gate['top1_agreement']:.1%} top-1 agreement"
+            extra = [f"{half['model_bytes'] / 1e6:.2f}", f"{half['latency_2_threads']['mean_ms']:.2f}", verdict]
+            lines.append(_row("", "float16", half["scores"], extra))
     ensemble = _load("ham10000_ensemble.json")
     if ensemble:
         lines.append(_row("ensemble: " + " + ".join(ensemble["members"]), "float", ensemble["float"], ["", "", ""]))
@@ -62,20 +69,22 @@ def accuracy_table() -> str:
 
 
 def targets_table() -> str:
-    """The int8 MobileNetV2 targets, a column for each MobileNetV2 recipe."""
-    results = [result for result in _recipe_results() if "targets" in result]
+    """The shipping floor and the goals of the int8 MobileNetV2 bundle, a column for each recipe that measured them."""
+    results = [result for result in _recipe_results() if "goals" in result]
     if not results:
         return ""
     lines = [
-        "| int8 MobileNetV2 target | required | " + " | ".join(result["recipe"] for result in results) + " |",
+        "| int8 MobileNetV2 | required | " + " | ".join(result["recipe"] for result in results) + " |",
         "|---|---|" + "---|" * len(results),
     ]
-    for name, entry in results[0]["targets"].items():
-        cells = [
-            f"{result['targets'][name]['value']} ({'met' if result['targets'][name]['met'] else '**not met**'})"
-            for result in results
-        ]
-        lines.append(f"| {name} | {entry['target']} | " + " | ".join(cells) + " |")
+    for kind in ("targets", "goals"):
+        for name, entry in results[0][kind].items():
+            cells = [
+                f"{result[kind][name]['value']} ({'met' if result[kind][name]['met'] else '**not met**'})"
+                for result in results
+            ]
+            label = f"{name} (floor)" if kind == "targets" else f"{name} (goal)"
+            lines.append(f"| {label} | {entry['target']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -94,6 +103,41 @@ def ablation_table() -> str:
     return "\n".join(lines)
 
 
+def shipped_table() -> str:
+    """README's first screen: the shipped bundles' test numbers, from the shipping recipe's result JSON."""
+    result = _load(f"ham10000_{SHIPPED_RECIPE}.json")
+    if not result or "float16" not in result:
+        return ""
+    lines = [
+        "| bundle (test split, 1,509 images) | accuracy | balanced acc. | macro-F1 | size "
+        "| refer at `malignant_sens95`: sensitivity / specificity | model card |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, bundle in (("int8", result["bundle"] | {"scores": result["int8"]}), ("float16", result["float16"])):
+        scores, path = bundle["scores"], bundle["path"]
+        point = next(p for p in bundle["referral"] if p["name"] == "malignant_sens95")["exported"]
+        lines.append(
+            f"| `{path}` ({key}) | {scores['accuracy']:.3f} | {scores['balanced_accuracy']:.3f} | "
+            f"{scores['macro_f1']:.3f} | {bundle['model_bytes'] / 1e6:.2f} MB | "
+            f"{point['sensitivity']['value']:.3f} / {point['specificity']['value']:.3f} | [README]({path}/README.md) |"
+        )
+    machine = result["machine"]
+    lines += [
+        "",
+        f"Reproduce with `{result['command'].removeprefix('python ')}`: {result['chain_minutes']:.0f} minutes from a "
+        f"clean checkout on {machine['cores']} cores ({machine['cpu']}, {', '.join(machine['cpu_features'])}), "
+        f"{result['date']}.",
+    ]
+    return "\n".join(lines)
+
+
+def _replace(text: str, start: str, end: str, block: str) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md lacks the markers {start} and {end}")
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}"
+
+
 def tables() -> str:
     parts = [accuracy_table(), targets_table(), ablation_table()]
     return "\n\n".join(part for part in parts if part)
@@ -105,15 +149,12 @@ def main() -> None:
         "--readme", action="store_true", help=f"rewrite the tables in README.md between {START} and {END}"
     )
     args = parser.parse_args()
-    text = tables()
+    text, shipped = tables(), shipped_table()
     if not args.readme:
-        print(text)
+        print(f"{shipped}\n\n{text}")
         return
-    readme = README.read_text()
-    if START not in readme or END not in readme:
-        raise SystemExit(f"README.md lacks the markers {START} and {END}")
-    head, rest = readme.split(START, 1)
-    README.write_text(f"{head}{START}\n{text}\n{END}{rest.split(END, 1)[1]}")
+    readme = _replace(README.read_text(), START, END, text)
+    README.write_text(_replace(readme, SHIPPED_START, SHIPPED_END, shipped))
     print(f"updated {README}")
 
 

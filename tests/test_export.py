@@ -4,6 +4,7 @@ runs and agrees with the float model, calibration is stratified, and bad input w
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -55,10 +56,19 @@ def test_metadata_reads_back_with_labels_and_normalisation(int8_bundle):
     assert image["stats"] == {"max": [255.0], "min": [0.0]}
 
 
-def test_mediapipe_image_classifier_reads_the_bundle(int8_bundle):
+@pytest.fixture(params=["test", "shipped"])
+def integer_bundle(request) -> Path:
+    """The test run's int8 export, and the int8 bundle shipped in ``flutter_assets/``."""
+    shipped = Path(__file__).resolve().parents[1] / "flutter_assets" / "ham10000_mobilenet_v2"
+    return shipped if request.param == "shipped" else request.getfixturevalue("int8_bundle")
+
+
+def test_mediapipe_image_classifier_reads_the_bundle(integer_bundle):
     """MediaPipe reads labels and tensor types from the metadata alone, as an app's classifier task does."""
-    mp = pytest.importorskip("mediapipe")
+    import mediapipe as mp  # installed by make: a broken import must fail, not skip
     from mediapipe.tasks.python import BaseOptions, vision
+
+    int8_bundle = integer_bundle
 
     options = vision.ImageClassifierOptions(
         base_options=BaseOptions(model_asset_path=str(int8_bundle / "model.tflite")), max_results=7
@@ -180,9 +190,22 @@ def test_calibration_sample_is_stratified_and_seeded():
 def test_predict_prints_the_top_classes(int8_bundle, cli):
     out = cli("predict", "--bundle", str(int8_bundle), "--top", "2", *map(str, REAL_IMAGES[:2])).stdout
     lines = out.strip().splitlines()
-    assert lines[0].endswith(REAL_IMAGES[0].name) and len(lines) == 6
-    label, probability = lines[1].split()[1:]
+    assert lines[0].startswith("Not a medical device") and "DEMO" not in out
+    assert lines[1].endswith(REAL_IMAGES[0].name) and len(lines) == 9
+    label, probability = lines[2].split()[1:]
     assert label in CLASSES and 0 <= float(probability) <= 1
+    # the referral at the default operating point, from the manifest's threshold and this image's probabilities
+    manifest = json.loads((int8_bundle / "manifest.json").read_text())
+    point = next(p for p in manifest["referral"]["points"] if p["name"] == manifest["referral"]["default"])
+    args = ("predict", "--bundle", str(int8_bundle), "--json", "--top", "7", str(REAL_IMAGES[0]))
+    printed = json.loads(cli(*args).stdout)
+    probs = {entry["label"]: entry["probability"] for entry in printed[0]["top"]}
+    malignancy = probs["mel"] + probs["bcc"] + probs["akiec"]
+    referral = printed[0]["referral"]
+    assert referral["score"] == pytest.approx(malignancy, abs=1e-4) and referral["threshold"] == point["threshold"]
+    assert referral["refer"] == (malignancy >= point["threshold"]) and point["name"] == "malignant_sens95"
+    verdict = "refer to a dermatologist" if referral["refer"] else "no referral"
+    assert f"malignancy score (mel + bcc + akiec) {malignancy:.3f}: {verdict}" in lines[4]
 
 
 def _one_line_error(result, message: str) -> None:
@@ -239,3 +262,26 @@ def test_predict_refuses_a_bundle_whose_labels_disagree(int8_bundle, tmp_path, c
         cli("predict", "--bundle", str(tmp_path / "nope"), str(REAL_IMAGES[0]), check=False),
         "bundle folder not found",
     )
+
+
+def test_pack_keeps_what_drift_and_export_need_without_optimizer_state(small_run, tmp_path, cli):
+    import zipfile
+
+    checkout = tmp_path / "repo"
+    (checkout / ".git").mkdir(parents=True)
+    packed = checkout / "models" / "small"
+    cli("pack", "--run", str(small_run), "--out", str(packed))
+    with zipfile.ZipFile(small_run / "model.keras") as archive:
+        assert json.loads(archive.read("config.json")).get("compile_config")  # trained: compiled, with optimizer
+    with zipfile.ZipFile(packed / "model.keras") as archive:
+        assert not json.loads(archive.read("config.json")).get("compile_config")  # uncompiled: no optimizer
+    assert (packed / "model.keras").stat().st_size < 0.8 * (small_run / "model.keras").stat().st_size
+    assert json.loads((packed / "config.json").read_text())["data"] == os.path.relpath(HAM, checkout)
+    assert (packed / "reference.npz").read_bytes() == (small_run / "reference.npz").read_bytes()
+    run, original = open_run(packed), open_run(small_run)
+    assert run.table["path"].tolist() == original.table["path"].tolist()
+    assert not any(os.path.isabs(path) for path in pd.read_csv(packed / "splits.csv")["path"])  # none of this machine
+    probe = np.random.default_rng(0).integers(0, 256, (4, run.input_size, run.input_size, 3)).astype("float32")
+    same = [model.predict(probe, verbose=0) for model in (run.load_model(), original.load_model())]
+    np.testing.assert_allclose(*same)
+    assert "already exists" in cli("pack", "--run", str(small_run), "--out", str(packed), check=False).stderr

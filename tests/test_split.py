@@ -71,3 +71,22 @@ def test_prepare_splits_checks_every_image(ham_subset):
     prepared = prepare_splits(ham_subset)
     assert set(prepared.table["split"]) == {"train", "val", "test"} and prepared.skipped == []
     assert prepared.table.groupby("lesion_id")["split"].nunique().max() == 1
+
+
+def test_a_manifest_inside_a_checkout_names_images_relative_to_itself(ham_table, tmp_path):
+    """A committed manifest must not carry one machine's paths; read back, every path is found again."""
+    from toolkit.data.readers import read_manifest
+
+    table = split_by_lesion(ham_table, seed=0)
+    checkout = tmp_path / "repo"
+    (checkout / ".git").mkdir(parents=True)
+    (checkout / "models" / "run").mkdir(parents=True)
+    write_manifest(table, checkout / "models" / "run" / "splits.csv")
+    write_manifest(table, tmp_path / "loose.csv")  # outside any checkout: absolute, as before
+    committed = pd.read_csv(checkout / "models" / "run" / "splits.csv")
+    assert not any(path.startswith("/") for path in committed["path"]) and committed["path"][0].startswith("../")
+    assert all(path.startswith("/") for path in pd.read_csv(tmp_path / "loose.csv")["path"])
+    assert (checkout / "models" / "run" / "splits.csv").stat().st_mode & 0o044 == 0o044  # readable by others
+    for manifest in (checkout / "models" / "run" / "splits.csv", tmp_path / "loose.csv"):
+        read = read_manifest(manifest).table.set_index("image_id")["path"]
+        assert read.to_dict() == table.set_index("image_id")["path"].to_dict()

@@ -42,6 +42,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def cpu_features() -> list[str]:
+    """The CPU flags that change how fast TensorFlow trains and XNNPACK runs (Linux only)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    present = set(flags.split(":", 1)[1].split())
+    return [flag for flag in SPEED_FLAGS if flag in present]
+
+
 def environment(*packages: str) -> dict:
     """The command, machine, library versions and date that every result records."""
     versions = {}
@@ -52,7 +65,12 @@ def environment(*packages: str) -> dict:
             versions[name] = None
     return {
         "command": "python " + shlex.join(sys.argv),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpu": cpu_model(),
+            "cpu_features": cpu_features(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "versions": versions,
         "date": datetime.date.today().isoformat(),
     }

@@ -19,6 +19,7 @@ from toolkit.errors import ToolkitError
 
 MANIFEST, LABELS, MODEL = "manifest.json", "labels.txt", "model.tflite"
 SCHEMA_VERSION = 1
+NOT_A_DEVICE = "Not a medical device: research and demonstration use only, not for diagnosis."
 
 
 def quantize_input(images: np.ndarray, dtype: str, scale: float, zero_point: int) -> np.ndarray:
@@ -68,6 +69,29 @@ class Bundle:
     @property
     def input_size(self) -> int:
         return int(self.manifest["input"]["shape"][1])
+
+    @property
+    def is_demo(self) -> bool:
+        """Trained on the synthetic demo set: its answers on real lesions mean nothing."""
+        return (
+            bool(self.manifest.get("training_data", {}).get("demo"))
+            or self.manifest.get("source", {}).get("data") == "demo"
+        )
+
+    def demo_warning(self) -> str | None:
+        if not self.is_demo:
+            return None
+        return (
+            f"warning: {self.path.name} was trained on the synthetic DEMO set, not dermoscopy: "
+            "its answers on real images mean nothing"
+        )
+
+    def operating_points(self) -> tuple[str, list]:
+        """The referral operating points of the manifest (default name, points); none for older bundles."""
+        from toolkit.referral import from_dict
+
+        referral = self.manifest.get("referral") or {}
+        return referral.get("default", ""), [from_dict(point) for point in referral.get("points", [])]
 
     @property
     def resize_mode(self) -> str:

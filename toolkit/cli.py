@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -96,6 +97,15 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from toolkit.runs import pack_run
+
+    out = pack_run(args.run, args.out, args.force)
+    size = sum(path.stat().st_size for path in out.iterdir()) / 1e6
+    print(f"wrote {out} ({size:.1f} MB): the float model without optimizer state, reference, metrics, decision")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from toolkit.evaluate import evaluate_runs
 
@@ -124,7 +134,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     given = {f.name: getattr(args, f.name) for f in fields(ExportOptions) if hasattr(args, f.name)}
     gate = None if args.skip_drift else _gate(args)
-    bundle = export_run(ExportOptions(**given, quantization=quantization, gate=gate))
+    reproduce = ("python -m toolkit " + shlex.join(args.argv),)
+    bundle = export_run(ExportOptions(**given, quantization=quantization, gate=gate, reproduce=reproduce))
     manifest = json.loads((bundle / "manifest.json").read_text())
     size = manifest["files"]["model.tflite"]["bytes"] / 1e6
     tensors = f"input {manifest['input']['dtype']} {manifest['input']['shape']}, output {manifest['output']['dtype']}"
@@ -133,7 +144,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> Gate:
-    return Gate(args.min_agreement, args.max_balanced_accuracy_drop, args.max_recall_drop)
+    return Gate(args.min_agreement, args.max_balanced_accuracy_drop, args.max_recall_drop, args.max_sensitivity_drop)
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
@@ -141,6 +152,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
     from toolkit.drift import GATE_FAILED, export_eval_pack, markdown, measure_drift, run_of, write_report
 
     bundle = Bundle.open(args.bundle)
+    if bundle.demo_warning():
+        print(bundle.demo_warning(), flush=True)
     run = run_of(bundle, args.run)
     if args.export_eval_pack:
         out = export_eval_pack(bundle, run, args.split, args.export_eval_pack)
@@ -172,6 +185,12 @@ def _add_gate_flags(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=defaults.max_recall_drop,
         help=f"per class, in points (default {defaults.max_recall_drop})",
+    )
+    parser.add_argument(
+        "--max-sensitivity-drop",
+        type=float,
+        default=defaults.max_sensitivity_drop,
+        help=f"referral sensitivity change per operating point, in points (default {defaults.max_sensitivity_drop})",
     )
 
 
@@ -219,24 +238,45 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from toolkit.bundle import Bundle
+    from toolkit.bundle import NOT_A_DEVICE, Bundle
+    from toolkit.referral import score
 
     bundle = Bundle.open(args.bundle)
+    warning = bundle.demo_warning()
+    if warning:
+        print(warning, file=sys.stderr if args.json else sys.stdout, flush=True)
+    default, points = bundle.operating_points()
+    point = next((p for p in points if p.name == default), None)
     images = np.stack([bundle.preprocess(path) for path in args.images])
     probs = bundle.predict(images)
     results = []
     for path, row in zip(args.images, probs, strict=True):
         order = np.argsort(-row, kind="stable")[: args.top]
-        results.append(
-            {"image": str(path), "top": [{"label": bundle.labels[i], "probability": float(row[i])} for i in order]}
-        )
+        top = [{"label": bundle.labels[i], "probability": float(row[i])} for i in order]
+        result = {"image": str(path), "top": top, "note": NOT_A_DEVICE}
+        if point is not None:
+            result["referral"] = {
+                "operating_point": point.name,
+                "score": round(float(score(row, point.classes)), 4),
+                "threshold": point.threshold,
+                "refer": bool(point.refers(row[None])[0]),
+            }
+        results.append(result)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
+    print(NOT_A_DEVICE)
     for result in results:
         print(result["image"])
         for rank, entry in enumerate(result["top"], 1):
             print(f"  {rank}. {entry['label']:<8s} {entry['probability']:.3f}")
+        if "referral" in result:
+            referral = result["referral"]
+            verdict = "refer to a dermatologist" if referral["refer"] else "no referral"
+            print(
+                f"  malignancy score ({' + '.join(point.classes)}) {referral['score']:.3f}: {verdict} "
+                f"(operating point {point.name}, threshold {point.threshold:.3f})"
+            )
     return 0
 
 
@@ -325,6 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     decide.add_argument("--decision", choices=[*OBJECTIVES, "none"], help="default: the objective the run used")
     decide.set_defaults(handler=cmd_decide)
 
+    pack = commands.add_parser(
+        "pack", help="copy a finished run for committing: no optimizer state, paths relative to the checkout"
+    )
+    pack.add_argument("--run", type=Path, required=True, help="finished run folder, e.g. runs/NAME")
+    pack.add_argument("--out", type=Path, required=True, help="where it goes, e.g. models/NAME")
+    pack.add_argument("--force", action="store_true", help="replace an existing folder")
+    pack.set_defaults(handler=cmd_pack)
+
     evaluate = commands.add_parser("evaluate", help="metrics of a run, or of an ensemble of runs")
     evaluate.add_argument("--run", type=Path)
     evaluate.add_argument("--ensemble", nargs="+", type=Path, help="average the probabilities of these runs")
@@ -407,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the model card's "reproduce"
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices are not the user's concern
     try:
         return args.handler(args)

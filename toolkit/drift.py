@@ -22,6 +22,9 @@ from toolkit.bundle import Bundle
 from toolkit.classes import CLASSES
 from toolkit.errors import ToolkitError
 from toolkit.evaluate import compute_metrics, draw_confusion
+from toolkit.paths import find_portable, portable_path
+from toolkit.referral import OperatingPoint, fit_points, from_dict
+from toolkit.referral import report as referral_report
 from toolkit.runs import Run, open_run
 
 GATE_FAILED = 1
@@ -34,6 +37,7 @@ class Gate:
     min_agreement: float = 0.98
     max_balanced_accuracy_drop: float = 1.0
     max_recall_drop: float = 3.0
+    max_sensitivity_drop: float = 2.0  # at each referral operating point
 
 
 def compare(labels: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict:
@@ -64,8 +68,11 @@ def compare(labels: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict:
     }
 
 
-def gate_failures(comparison: dict, gate: Gate) -> list[str]:
-    """What breaks the gate, in words; empty when it passes."""
+def gate_failures(comparison: dict, gate: Gate, referral: list[dict] = ()) -> list[str]:
+    """What breaks the gate, in words; empty when it passes.
+
+    A sensitivity that moves either way counts: the app quotes the reference's numbers.
+    """
     failures = []
     if comparison["top1_agreement"] < gate.min_agreement:
         failures.append(f"top-1 agreement {comparison['top1_agreement']:.2%} < {gate.min_agreement:.0%}")
@@ -75,7 +82,20 @@ def gate_failures(comparison: dict, gate: Gate) -> list[str]:
     for name, class_drop in comparison["recall_drop_points"].items():
         if class_drop > gate.max_recall_drop:
             failures.append(f"{name} recall dropped {class_drop:.2f} points > {gate.max_recall_drop}")
+    for point in referral:
+        drop = 100 * (point["reference"]["sensitivity"]["value"] - point["exported"]["sensitivity"]["value"])
+        if abs(drop) > gate.max_sensitivity_drop:
+            failures.append(f"sensitivity at {point['name']} moved {-drop:+.2f} points > {gate.max_sensitivity_drop}")
     return failures
+
+
+def operating_points(bundle: Bundle, run: Run) -> list[OperatingPoint]:
+    """The bundle's referral points (what the app uses), or, for an older bundle, the run's fitted on val."""
+    points = bundle.manifest.get("referral", {}).get("points")
+    if points:
+        return [from_dict(point) for point in points]
+    reference = run.reference()
+    return fit_points(reference["val_probs"], reference["val_labels"])
 
 
 def read_predictions(path: Path, bundle: Bundle) -> pd.DataFrame:
@@ -152,7 +172,7 @@ def run_of(bundle: Bundle, run: Path | None) -> Run:
         named = bundle.manifest.get("source", {}).get("run")
         if not named:
             raise ToolkitError(f"{bundle.path / 'manifest.json'} names no source run: pass --run DIR")
-        run = Path(named)
+        run = find_portable(named, bundle.path)
     return open_run(run)
 
 
@@ -186,7 +206,8 @@ def measure_drift(
         float_inputs = load_images(paths, run.input_size, run.resize_mode).images
     float_probs = predict(run.load_model() if model is None else model, float_inputs, "float model here")
     if predictions is None:
-        exported, source = bundle.predict(images), f"{bundle.path / 'model.tflite'} (ai_edge_litert, XNNPACK, CPU)"
+        model_file = portable_path(bundle.path / "model.tflite", bundle.path)
+        exported, source = bundle.predict(images), f"{model_file} (ai_edge_litert, XNNPACK, CPU)"
     else:
         table = read_predictions(predictions, bundle)
         missing = [i for i in ids if i not in table.index]
@@ -194,10 +215,11 @@ def measure_drift(
             raise ToolkitError(f"predictions {predictions} lack {len(missing)} {split} image(s), e.g. {missing[0]}")
         exported, source = table.loc[ids].to_numpy(np.float32), str(predictions)
     total = compare(labels, reference_probs, exported)
-    failures = gate_failures(total, gate)
+    referral = referral_report(operating_points(bundle, run), labels, reference_probs, exported)
+    failures = gate_failures(total, gate, referral)
     return {
-        "bundle": str(bundle.path),
-        "run": str(run.path),
+        "bundle": portable_path(bundle.path, bundle.path),  # the report may be committed with the bundle
+        "run": portable_path(run.path, bundle.path),
         "split": split,
         "images": len(ids),
         "reference": {"backend": str(reference["backend"]), "device": str(reference["device"])},
@@ -207,6 +229,8 @@ def measure_drift(
         "gate": {**asdict(gate), "passed": not failures, "failures": failures},
         "total": total,
         "exported_metrics": compute_metrics(labels, exported),
+        "reference_metrics": compute_metrics(labels, reference_probs),
+        "referral": referral,
         "device_drift": compare(labels, reference_probs, float_probs),
         "quantization_drift": compare(labels, float_probs, exported),
         "changed_images": [
@@ -233,6 +257,7 @@ def summary(report: dict) -> dict:
         "balanced_accuracy_drop_points": round(total["drop_points"]["balanced_accuracy"], 2),
         "max_recall_drop_points": round(max(total["recall_drop_points"].values(), default=0.0), 2),
         "mean_abs_prob_diff": round(total["mean_abs_prob_diff"], 4),
+        "referral_flips": {point["name"]: point["flips"] for point in report.get("referral", [])},
         "reference": report["reference"],
     }
 
@@ -244,7 +269,8 @@ def markdown(report: dict) -> str:
         f"# Drift report: {Path(report['bundle']).name} ({report['quantization']}), {report['split']} split",
         "",
         f"Gate {verdict}. Thresholds: top-1 agreement >= {gate['min_agreement']:.0%}, balanced accuracy drop <= "
-        f"{gate['max_balanced_accuracy_drop']} points, per-class recall drop <= {gate['max_recall_drop']} points.",
+        f"{gate['max_balanced_accuracy_drop']} points, per-class recall drop <= {gate['max_recall_drop']} points, "
+        f"referral sensitivity change <= {gate['max_sensitivity_drop']} points.",
         "",
         f"{report['images']} images. Reference: float model on {report['reference']['device']} "
         f"({report['reference']['backend']}). Here: {report['here']['device']} ({report['here']['backend']}). "
@@ -275,6 +301,17 @@ def markdown(report: dict) -> str:
         "Recall drop per class (points): "
         + ", ".join(f"{name} {drop:+.2f}" for name, drop in total["recall_drop_points"].items()),
     ]
+    if report.get("referral"):
+        lines += [
+            "",
+            "| referral point | threshold | sensitivity reference | sensitivity exported | decisions flipped |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {p['name']} | {p['threshold']:.4f} | {p['reference']['sensitivity']['value']:.4f} | "
+            f"{p['exported']['sensitivity']['value']:.4f} | {p['flips']} of {p['exported']['images']} |"
+            for p in report["referral"]
+        ]
     if report["changed_images"]:
         lines += ["", f"Top-1 changed on {len(report['changed_images'])} image(s):", ""]
         lines += [

@@ -24,18 +24,24 @@ from toolkit.classes import CLASSES
 from toolkit.errors import ToolkitError
 
 
-def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
-    """Mean gap between confidence and accuracy over equal-width confidence bins, weighted by bin size."""
+def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict:
+    """Top-1 confidence against accuracy in equal-width confidence bins (empty bins left out)."""
     confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    return float(
-        sum(
-            abs(correct[which == b].mean() - confidence[which == b].mean()) * (which == b).mean()
-            for b in range(bins)
-            if (which == b).any()
-        )
-    )
+    used = [b for b in range(bins) if (which == b).any()]
+    return {
+        "confidence": [float(confidence[which == b].mean()) for b in used],
+        "accuracy": [float(correct[which == b].mean()) for b in used],
+        "count": [int((which == b).sum()) for b in used],
+    }
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """Mean gap between confidence and accuracy over equal-width confidence bins, weighted by bin size."""
+    curve = reliability(labels, probs, bins)
+    gaps = np.abs(np.subtract(curve["accuracy"], curve["confidence"]))
+    return float((gaps * curve["count"]).sum() / len(labels))
 
 
 def compute_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
@@ -55,6 +61,7 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
         "macro_f1": float(f1_score(labels, predicted, labels=present, average="macro", zero_division=0)),
         "weighted_f1": float(f1_score(labels, predicted, average="weighted", zero_division=0)),
         "ece": expected_calibration_error(labels, probs),
+        "reliability": reliability(labels, probs),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for name, p, r, f, s in zip(CLASSES, precision, recall, f1, support, strict=True)
@@ -82,6 +89,20 @@ def plot_confusion(matrix: list[list[int]], path: Path, title: str) -> None:
     figure, axis = plt.subplots(figsize=(6, 5))
     image = draw_confusion(axis, matrix, title)
     figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_reliability(curves: dict[str, dict], path: Path, title: str) -> None:
+    """Reliability diagram: accuracy against confidence per bin, one line per model, with each ECE."""
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for name, metrics in curves.items():
+        curve = metrics["reliability"]
+        axis.plot(curve["confidence"], curve["accuracy"], marker="o", label=f"{name} (ECE {metrics['ece']:.3f})")
+    axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="top-1 confidence", ylabel="accuracy", title=title)
+    axis.legend(loc="upper left")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

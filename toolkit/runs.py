@@ -7,6 +7,7 @@ is their one way in, with the errors a wrong folder deserves.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +18,7 @@ import pandas as pd
 from toolkit.classes import CLASSES
 from toolkit.data.readers import read_manifest
 from toolkit.errors import ToolkitError
+from toolkit.paths import portable_path
 
 RUNS_ROOT = Path("runs")
 TRAIN_HINT = "train one with `python -m toolkit train --demo --out runs/demo` (or run `make demo`)"
@@ -75,12 +77,12 @@ class Run:
         with np.load(path) as npz:
             return {key: npz[key] for key in npz.files}
 
-    def load_model(self):
+    def load_model(self, compile: bool = True):
         import keras
 
         path = self.path / "model.keras"
         try:
-            return keras.saving.load_model(path)
+            return keras.saving.load_model(path, compile=compile)
         except Exception as error:  # Keras raises ValueError, OSError, zipfile.BadZipFile and more
             raise ToolkitError(f"cannot load {path}: {str(error).splitlines()[0] or type(error).__name__}") from None
 
@@ -107,3 +109,50 @@ def open_run(path: Path | None = None) -> Run:
     except json.JSONDecodeError as error:
         raise ToolkitError(f"cannot parse {path / 'config.json'}: {error}") from None
     return Run(path=path, config=config, table=read_manifest(path / "splits.csv").table)
+
+
+PACKED_FILES = (
+    "config.json",
+    "state.json",
+    "history.csv",
+    "metrics.json",
+    "decision.json",
+    "reference.npz",
+    "training_curves.png",
+    "confusion_matrix.png",
+)
+
+
+def pack_run(source: Path, out: Path, force: bool = False) -> Path:
+    """A finished run as it can be committed: the float model without optimizer state, paths that travel.
+
+    With it anyone can rerun ``drift`` on a shipped bundle or export another preset without training.
+    Split-manifest paths become relative to ``out`` and the data path relative to the checkout.
+    """
+    import shutil
+
+    from toolkit.data.split import write_manifest
+
+    run = open_run(source)
+    if out.exists() and not force:
+        raise ToolkitError(f"{out} already exists: pass --force to replace it")
+    staging = out.with_name(f".{out.name}.packing")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for name in PACKED_FILES:
+            if (run.path / name).exists():
+                shutil.copy2(run.path / name, staging / name)
+        data = run.config.get("data", "")
+        if data and data != "demo":
+            config = {**run.config, "data": portable_path(data, out)}
+            (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        write_manifest(run.table, staging / "splits.csv")
+        run.load_model(compile=False).save(staging / "model.keras")  # uncompiled: no optimizer state
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staging, out)
+    return out

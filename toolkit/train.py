@@ -289,6 +289,7 @@ def train(
     config: TrainConfig, out: Path, resume: bool = False, force: bool = False, demo_root: Path | None = None
 ) -> Path:
     """Train ``config`` into the run folder ``out`` and return it."""
+    started = time.monotonic()
     partial = out.with_name(out.name + ".partial")
     if out.exists() and not force:
         raise ToolkitError(f"run folder {out} already exists: pass --force to replace it")
@@ -319,6 +320,8 @@ def train(
     state.update(backend=keras.backend.backend(), device=training_device())
 
     train_set, val_set = (_split_arrays(table, split, input_size, config.resize_mode) for split in ("train", "val"))
+    seconds = state.setdefault("seconds", {})
+    seconds["prepare"] = seconds.get("prepare", 0.0) + time.monotonic() - started  # split, decode and resize
     for phase in PHASES:
         if phase in state.get("done", []):
             continue
@@ -329,10 +332,11 @@ def train(
         _fit_phase(model, config, phase, partial, state, train_set, val_set, features_model)
     if config.average_last and "average" not in state:
         _average_snapshots(model, partial, state, val_set)
-    started = time.monotonic()
+    evaluating = time.monotonic()
     test_set = _split_arrays(table, "test", input_size, config.resize_mode)
     _finish(partial, table, config, state, {"val": val_set, "test": test_set})
-    state["seconds"]["evaluate"] = time.monotonic() - started
+    state["seconds"]["evaluate"] = time.monotonic() - evaluating
+    state["seconds"]["wall"] = time.monotonic() - started  # this call only, not earlier calls of a resumed run
     _save_state(partial, state)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(partial, out)

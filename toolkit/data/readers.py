@@ -174,6 +174,8 @@ def read_folders(root: Path) -> Dataset:
 def read_manifest(path: Path) -> Dataset:
     """A split manifest written by ``python -m toolkit data``."""
     frame = _read_csv(path, MANIFEST_COLUMNS, "split manifest")
+    folder = Path(os.path.abspath(path)).parent  # relative image paths are relative to the manifest
+    frame["path"] = [image if os.path.isabs(image) else os.path.normpath(folder / image) for image in frame["path"]]
     frame["label"] = _canonical_labels(frame["label"], str(path))
     unknown = sorted(set(frame["split"]) - set(SPLITS))
     if unknown:

@@ -20,6 +20,7 @@ from toolkit.classes import CLASSES
 from toolkit.data.images import NPZ_SEPARATOR, _read_npz_image, load_images
 from toolkit.data.readers import SPLITS, check_classes, read_dataset
 from toolkit.errors import ToolkitError
+from toolkit.paths import checkout_root
 
 MANIFEST_COLUMNS = ["image_id", "path", "label", "label_index", "split", "lesion_id"]
 
@@ -37,7 +38,9 @@ def split_by_lesion(table: pd.DataFrame, val: float = 0.15, test: float = 0.15, 
     split = pd.Series("train", index=lesions.index)
     for label in CLASSES:
         ids = lesions.index[lesions == label].to_numpy()
-        if 0 < len(ids) < 3:
+        if not len(ids):
+            continue  # a class this dataset lacks (a read-only empty array cannot be permuted)
+        if len(ids) < 3:
             raise ToolkitError(f"class {label!r} has {len(ids)} lesion(s); a train/val/test split needs at least 3")
         ids = rng.permutation(ids)
         n_val, n_test = (max(1, round(len(ids) * share)) for share in (val, test))
@@ -109,14 +112,29 @@ def write_atomic(path: str | Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would have made it, not mkstemp's owner-only mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def relative_image_path(image: str, manifest_dir: Path) -> str:
+    """``image`` relative to the manifest's folder, so a committed manifest names no one machine's paths."""
+    file, separator, address = image.partition(NPZ_SEPARATOR)
+    return Path(os.path.relpath(os.path.abspath(file), manifest_dir)).as_posix() + separator + address
+
+
 def write_manifest(table: pd.DataFrame, path: str | Path) -> None:
-    """Write the split manifest; the same table always gives the same bytes."""
+    """Write the split manifest; the same table always gives the same bytes.
+
+    Inside a git checkout, where the manifest may be committed, image paths are relative to it.
+    """
+    folder = Path(os.path.abspath(path)).parent
+    if checkout_root(folder) is not None:
+        table = table.assign(path=[relative_image_path(image, folder) for image in table["path"]])
     manifest = table.assign(label_index=[CLASSES.index(c) for c in table["label"]])[MANIFEST_COLUMNS]
     manifest = manifest.sort_values(["image_id", "path"], kind="stable")
     write_atomic(path, lambda tmp: manifest.to_csv(tmp, index=False, lineterminator="\n"))

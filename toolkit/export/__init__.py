@@ -20,6 +20,7 @@ from toolkit.classes import CLASSES
 from toolkit.drift import Gate
 from toolkit.errors import ToolkitError
 from toolkit.export.convert import Quantization, convert
+from toolkit.paths import portable_path
 from toolkit.runs import Run, open_run
 
 DEMO_LICENCE = "Demo model trained on synthetic images: for trying the toolkit only"
@@ -46,6 +47,7 @@ class ExportOptions:
     drift_split: str = "test"
     accept_drift: bool = False  # publish even when the gate fails
     selective: bool = False  # int8 failing the gate: retry with more calibration, then with layers in float
+    reproduce: tuple[str, ...] = ()  # the commands that rebuild this bundle, for the model card
 
 
 def read_labels(path: Path | None, outputs: int) -> list[str]:
@@ -62,8 +64,42 @@ def read_labels(path: Path | None, outputs: int) -> list[str]:
     return labels
 
 
+def is_demo(run: Run) -> bool:
+    return run.config.get("data") == "demo"
+
+
 def default_licence(run: Run) -> str:
-    return DEMO_LICENCE if run.config.get("data") == "demo" else HAM_LICENCE
+    return DEMO_LICENCE if is_demo(run) else HAM_LICENCE
+
+
+def training_data(run: Run) -> dict:
+    """What the model learned from, for the manifest and the model card (a demo model must say so everywhere)."""
+    data = str(run.config.get("data", ""))
+    counts = run.table["split"].value_counts()
+    return {
+        "demo": is_demo(run),
+        "name": "synthetic demo set (not dermoscopy)"
+        if is_demo(run)
+        else "HAM10000 (dermoscopy, 7 classes)"
+        if "ham10000" in data.lower()
+        else f"the dataset at {data}",
+        "split": {
+            "by": "lesion_id",
+            "seed": run.config.get("seed", 0),
+            "val": run.config.get("val", 0.15),
+            "test": run.config.get("test", 0.15),
+            "images": {split: int(counts.get(split, 0)) for split in ("train", "val", "test")},
+        },
+    }
+
+
+def referral_points(run: Run) -> dict:
+    """The operating points, chosen on the run's float reference over val (:mod:`toolkit.referral`)."""
+    from toolkit.referral import DEFAULT_POINT, as_dict, fit_points
+
+    reference = run.reference()
+    points = fit_points(reference["val_probs"], reference["val_labels"])
+    return {"default": DEFAULT_POINT, "chosen_on": "val", "points": [as_dict(point) for point in points]}
 
 
 def export_run(options: ExportOptions) -> Path:
@@ -165,12 +201,15 @@ def stage_attempt(
             "float_layers": attempt.float_layers,
             "licence": info.licence,
             "disclaimer": DISCLAIMER,
+            "training_data": training_data(run),
+            "referral": referral_points(run),
+            "reproduce": list(options.reproduce),
         },
         preprocessing=preprocessing_recipe(run.resize_mode, quantization.io_dtype),
         metrics={"float": run.metrics.get("test"), "exported": None},
         source={
-            "run": str(run.path),
-            "data": run.config.get("data"),
+            "run": portable_path(run.path, options.out),
+            "data": "demo" if is_demo(run) else portable_path(run.config.get("data", ""), options.out),
             "trained_with": {key: run.metrics.get(key) for key in ("backend", "device")},
             "calibration": calibration_source,
         },

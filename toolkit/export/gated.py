@@ -6,6 +6,7 @@ report, unless ``--accept-drift`` publishes it anyway (its manifest then says th
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -17,6 +18,7 @@ from toolkit.bundle import MODEL, Bundle
 from toolkit.drift import measure_drift, summary, write_report
 from toolkit.errors import GateFailed, ToolkitError
 from toolkit.export import Attempt, ExportOptions, stage_attempt
+from toolkit.paths import portable_path
 from toolkit.runs import Run
 
 FLOAT_LAYER_STEPS = (5, 10, 20)  # --selective leaves this many of the worst layers in float, one try each
@@ -39,7 +41,8 @@ def _measure(
     staging: Path, target: Path, run: Run, model, options: ExportOptions, attempt: Attempt
 ) -> tuple[dict, dict]:
     report = measure_drift(Bundle.open(staging), run, options.drift_split, options.gate, model=model)
-    report["bundle"], report["exported"] = str(target), report["exported"].replace(str(staging), str(target))
+    staged, final = portable_path(staging, staging), portable_path(target, target)
+    report["bundle"], report["exported"] = final, report["exported"].replace(staged, final)
     total = report["total"]
     record = {
         "attempt": attempt.label,
@@ -108,10 +111,12 @@ def gate_bundle(
     report["attempts"] = attempts
     write_report(report, staging / "drift")
     manifest_metrics = {
-        "float": metrics_summary(run.metrics.get("test")),
+        "float": metrics_summary(report["reference_metrics"]),
         "exported": metrics_summary(report["exported_metrics"]),
     }
-    update_manifest(staging, {"metrics": manifest_metrics, "drift": {**summary(report), "attempts": attempts}})
+    referral = {**json.loads((staging / "manifest.json").read_text())["referral"], "test": report["referral"]}
+    updates = {"metrics": manifest_metrics, "drift": {**summary(report), "attempts": attempts}, "referral": referral}
+    update_manifest(staging, updates, report)
     if report["gate"]["passed"]:
         return
     failures = "; ".join(report["gate"]["failures"])

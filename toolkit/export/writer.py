@@ -117,9 +117,20 @@ def staging_folder(out: Path) -> Path:
 
 
 def write_files(folder: Path, model: bytes, labels: list[str], manifest: dict) -> None:
-    """Model, labels, README, Dart class and, last, the manifest with every file's sha256 and size."""
+    """Model, labels, then the documents and manifest (:func:`write_docs`)."""
     (folder / MODEL).write_bytes(model)
     (folder / LABELS).write_text("\n".join(labels) + "\n")
+    write_docs(folder, manifest)
+
+
+def write_docs(folder: Path, manifest: dict, report: dict | None = None) -> None:
+    """README with the model card, Dart class and, last, the manifest with every file's sha256 and size.
+
+    Called again after the drift gate, with its report, so the card shows what the gate measured.
+    """
+    from toolkit.export.card import render_card
+
+    manifest = {key: value for key, value in manifest.items() if key != "files"}
     values = {
         "name": manifest["name"],
         "folder": manifest["name"],
@@ -128,6 +139,8 @@ def write_files(folder: Path, model: bytes, labels: list[str], manifest: dict) -
         "output_dtype": manifest["output"]["dtype"],
         "resize_mode": manifest["preprocessing"]["resize_mode"],
         "licence": manifest["licence"],
+        "default_point": manifest["referral"]["default"],
+        "card": render_card(manifest, report, folder),
     }
     (folder / README).write_text(_render("README.md", values))
     (folder / DART).write_text(_render(DART, values))
@@ -136,9 +149,10 @@ def write_files(folder: Path, model: bytes, labels: list[str], manifest: dict) -
     (folder / MANIFEST).write_text(json.dumps({**manifest, "files": files}, indent=2) + "\n")
 
 
-def update_manifest(folder: Path, updates: dict) -> None:
+def update_manifest(folder: Path, updates: dict, report: dict | None = None) -> None:
+    """The manifest with ``updates``, and the documents written again from it."""
     manifest = json.loads((folder / MANIFEST).read_text())
-    (folder / MANIFEST).write_text(json.dumps({**manifest, **updates}, indent=2) + "\n")
+    write_docs(folder, {**manifest, **updates}, report)
 
 
 def publish(staging: Path, out: Path, force: bool = False) -> Path:

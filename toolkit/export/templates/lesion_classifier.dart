@@ -5,7 +5,8 @@
 //   1. read manifest.json and labels.txt;
 //   2. resize the photo as the manifest says (squash or pad, area when shrinking, bilinear when enlarging), RGB;
 //   3. feed bytes of the input dtype (uint8: raw bytes; int8: bytes - 128; float32: values 0-255);
-//   4. dequantise the output with the manifest's scale and zero point.
+//   4. dequantise the output with the manifest's scale and zero point;
+//   5. referral: sum the operating point's classes and compare with its threshold (manifest.json `referral`).
 //
 // pubspec.yaml: tflite_flutter ^0.11.0, image ^4.2.0, and the bundle folder under flutter: assets:.
 
@@ -25,6 +26,23 @@ class LesionPrediction {
 
   @override
   String toString() => '$label (${(probability * 100).toStringAsFixed(1)}%)';
+}
+
+/// Whether to tell the user to see a dermatologist, at one of the manifest's operating points.
+class ReferralDecision {
+  const ReferralDecision(this.point, this.score, this.threshold, this.sensitivity, this.specificity);
+
+  final String point;
+  final double score; // the summed probability of the point's classes
+  final double threshold;
+  final double sensitivity; // on the held-out test split, as measured at export
+  final double specificity;
+
+  bool get refer => score >= threshold;
+
+  @override
+  String toString() => '${refer ? 'refer' : 'no referral'} at $point (score ${score.toStringAsFixed(3)}, '
+      'threshold ${threshold.toStringAsFixed(3)}): not a medical device';
 }
 
 class LesionClassifier {
@@ -118,11 +136,45 @@ class LesionClassifier {
     }
   }
 
-  /// All classes, most probable first.
-  List<LesionPrediction> classify(img.Image photo) {
+  /// Steps 2-4: the class probabilities of a photo, in label order.
+  List<double> probabilitiesOf(img.Image photo) {
     _interpreter.getInputTensor(0).setTo(inputBytes(resize(photo)));
     _interpreter.invoke();
-    final probs = probabilities(Uint8List.fromList(_interpreter.getOutputTensor(0).data));
+    return probabilities(Uint8List.fromList(_interpreter.getOutputTensor(0).data));
+  }
+
+  /// The names of the manifest's referral operating points, and the one used by default.
+  List<String> get operatingPoints =>
+      [for (final p in (_manifest['referral']['points'] as List)) (p as Map<String, dynamic>)['name'] as String];
+  String get defaultOperatingPoint => _manifest['referral']['default'] as String;
+
+  /// Step 5: the referral decision for `probs` at `point` (default: the manifest's default).
+  ReferralDecision referral(List<double> probs, {String? point}) {
+    final name = point ?? defaultOperatingPoint;
+    final referral = _manifest['referral'] as Map<String, dynamic>;
+    final spec = (referral['points'] as List).cast<Map<String, dynamic>>().firstWhere((p) => p['name'] == name,
+        orElse: () => throw ArgumentError('unknown operating point $name; expected one of $operatingPoints'));
+    // Classes by their short names (manifest `classes`), which stay put when labels.txt renames them.
+    final shortNames = [for (final c in (_manifest['classes'] as List)) (c as Map<String, dynamic>)['short_name']];
+    var score = 0.0;
+    for (final short in (spec['classes'] as List).cast<String>()) {
+      final index = shortNames.indexOf(short);
+      if (index < 0) throw StateError('operating point $name needs class $short, which the manifest lacks');
+      score += probs[index];
+    }
+    final tested = ((referral['test'] as List?) ?? const [])
+        .cast<Map<String, dynamic>>()
+        .where((p) => p['name'] == name)
+        .map((p) => p['exported'] as Map<String, dynamic>)
+        .firstOrNull;
+    double measured(String key) => tested == null ? double.nan : (tested[key]['value'] as num).toDouble();
+    return ReferralDecision(
+        name, score, (spec['threshold'] as num).toDouble(), measured('sensitivity'), measured('specificity'));
+  }
+
+  /// All classes, most probable first.
+  List<LesionPrediction> classify(img.Image photo) {
+    final probs = probabilitiesOf(photo);
     final ranked = [for (var i = 0; i < labels.length; i++) LesionPrediction(labels[i], displayNames[i], probs[i])]
       ..sort((a, b) => b.probability.compareTo(a.probability));
     return ranked;

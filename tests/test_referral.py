@@ -1,0 +1,68 @@
+"""Referral operating points: thresholds chosen on val, measured on test with intervals, and held by the gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from toolkit.classes import CLASSES
+from toolkit.drift import Gate, compare, gate_failures
+from toolkit.referral import assess, fit_points, report, score, threshold_for
+
+MEL, NV, BCC = CLASSES.index("mel"), CLASSES.index("nv"), CLASSES.index("bcc")
+
+
+def probabilities(malignant: np.ndarray) -> np.ndarray:
+    """Rows whose mel + bcc + akiec sum is ``malignant`` (split mel 0.6, bcc 0.4), the rest on nv."""
+    probs = np.zeros((len(malignant), len(CLASSES)))
+    probs[:, MEL], probs[:, BCC], probs[:, NV] = 0.6 * malignant, 0.4 * malignant, 1 - malignant
+    return probs
+
+
+def test_threshold_is_the_highest_that_keeps_the_sensitivity():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.95, 0.01])
+    positive = np.array([True] * 10 + [False] * 2)
+    assert threshold_for(scores, positive, 0.90) == pytest.approx(0.1)  # 9 of 10 positives reach 0.1
+    assert threshold_for(scores, positive, 0.95) == pytest.approx(0.05)  # 9.5 needs all 10
+    assert threshold_for(scores, positive, 0.5) == pytest.approx(0.5)
+    assert ((scores >= threshold_for(scores, positive, 0.9))[positive]).mean() >= 0.9
+
+
+def test_points_are_fitted_on_val_and_assessed_with_intervals():
+    rng = np.random.default_rng(0)
+    labels = rng.choice([MEL, BCC, NV], size=600, p=[0.15, 0.1, 0.75])
+    malignant = np.clip(np.where(np.isin(labels, [MEL, BCC]), 0.7, 0.2) + rng.normal(0, 0.2, 600), 0, 1)
+    probs = probabilities(malignant)
+    points = {point.name: point for point in fit_points(probs[:300], labels[:300])}
+    assert set(points) == {"malignant_sens90", "malignant_sens95", "melanoma_sens90", "melanoma_sens95"}
+    strict, loose = points["malignant_sens95"], points["malignant_sens90"]
+    assert strict.threshold < loose.threshold and strict.val_sensitivity >= 0.95 and loose.val_sensitivity >= 0.9
+    assert points["melanoma_sens95"].classes == ("mel",)
+    np.testing.assert_allclose(score(probs, strict.classes), malignant)
+    test = assess(strict, probs[300:], labels[300:])
+    positive = np.isin(labels[300:], [MEL, BCC])
+    referred = malignant[300:] >= strict.threshold
+    assert test["sensitivity"]["value"] == pytest.approx(referred[positive].mean(), abs=1e-4)
+    assert test["specificity"]["value"] == pytest.approx((~referred[~positive]).mean(), abs=1e-4)
+    assert test["ppv"]["value"] == pytest.approx(positive[referred].mean(), abs=1e-4)
+    for key in ("sensitivity", "specificity", "ppv"):
+        low, high = test[key]["ci95"]
+        assert low < test[key]["value"] < high and high - low < 0.25  # about 70 positives: a few points wide
+
+
+def test_the_gate_fails_when_referral_sensitivity_moves():
+    labels = np.array([MEL] * 50 + [NV] * 50)
+    reference = probabilities(np.r_[np.linspace(0.5, 0.9, 50), np.linspace(0.0, 0.3, 50)])
+    points = fit_points(reference, labels)
+    exported = reference.copy()
+    exported[-53:-50] = probabilities(np.full(3, 0.01))  # three sure melanomas now look benign: both flip
+    entries = report(points, labels, reference, exported)
+    strict = next(entry for entry in entries if entry["name"] == "malignant_sens95")
+    assert strict["flips"] == 3 and strict["exported"]["sensitivity"]["value"] == pytest.approx(
+        strict["reference"]["sensitivity"]["value"] - 0.06
+    )
+    comparison = compare(labels, reference, exported)
+    lenient = Gate(min_agreement=0.9, max_balanced_accuracy_drop=10, max_recall_drop=10)
+    failures = gate_failures(comparison, lenient, entries)
+    assert any("sensitivity at malignant_sens95 moved -6.00 points" in failure for failure in failures)
+    assert gate_failures(comparison, Gate(0.9, 10, 10, max_sensitivity_drop=6.5), entries) == []
