@@ -16,6 +16,7 @@ import pytest
 from conftest import HAM
 
 from toolkit.cli import main
+from toolkit.errors import ToolkitError
 from toolkit.evaluate import evaluate_runs
 from toolkit.train import SNAPSHOTS, EpochReport, TrainConfig, _average_snapshots, train
 
@@ -197,3 +198,20 @@ def test_the_same_command_trains_under_jax_without_tensorflow(tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((out / "metrics.json").read_text())["backend"] == "jax"
+
+
+def test_a_run_trains_in_one_process_at_a_time(tmp_path):
+    """A second process resuming a run that is still training would interleave epochs with it (it happened once)."""
+    import fcntl
+
+    out = tmp_path / "runs" / "busy"
+    out.parent.mkdir()
+    with open(out.with_name("busy.lock"), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the training process holds it
+        for resume in (False, True):
+            with pytest.raises(ToolkitError, match="is being trained by another process"):
+                train(TINY, out, resume=resume, force=True)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["busy.lock"]  # the refused calls wrote nothing
+    with pytest.raises(ToolkitError, match="nothing to resume"):  # free again: the next call gets past the lock
+        train(TINY, out, resume=True)
+    assert not out.with_name("busy.lock").exists()

@@ -9,12 +9,15 @@ for a finished one, and ``resume=True`` picks it up from its last completed epoc
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -285,10 +288,32 @@ def _fit_phase(model, config, phase, run, state, train, val, features_model=None
     _save_state(run, state)
 
 
+@contextlib.contextmanager
+def _one_process(out: Path) -> Iterator[None]:
+    """Hold ``NAME.lock`` beside the run while training: a second process resuming the same run would
+    interleave its epochs with the first one's (its history rows, checkpoints and best model)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = out.with_name(out.name + ".lock")
+    with open(lock, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ToolkitError(f"{out} is being trained by another process: wait for it or stop it first") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+
+
 def train(
     config: TrainConfig, out: Path, resume: bool = False, force: bool = False, demo_root: Path | None = None
 ) -> Path:
-    """Train ``config`` into the run folder ``out`` and return it."""
+    """Train ``config`` into the run folder ``out`` and return it (one process per run at a time)."""
+    with _one_process(out):
+        return _train(config, out, resume, force, demo_root)
+
+
+def _train(config: TrainConfig, out: Path, resume: bool, force: bool, demo_root: Path | None) -> Path:
     started = time.monotonic()
     partial = out.with_name(out.name + ".partial")
     if out.exists() and not force:
