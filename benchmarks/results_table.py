@@ -113,18 +113,22 @@ def shipped_table() -> str:
         "| refer at `malignant_sens95`: sensitivity / specificity | model card |",
         "|---|---|---|---|---|---|---|",
     ]
-    for key, bundle in (("int8", result["bundle"] | {"scores": result["int8"]}), ("float16", result["float16"])):
+    for key, bundle in (("float16", result["float16"]), ("int8", result["bundle"] | {"scores": result["int8"]})):
         scores, path = bundle["scores"], bundle["path"]
         point = next(p for p in bundle["referral"] if p["name"] == "malignant_sens95")["exported"]
+        shipped = (README.parent / path).is_dir()
+        name = f"`{path}` ({key})" if shipped else f"{key}, **not shipped** (misses the floor below)"
+        card = f"[README]({path}/README.md)" if shipped else ""
         lines.append(
-            f"| `{path}` ({key}) | {scores['accuracy']:.3f} | {scores['balanced_accuracy']:.3f} | "
+            f"| {name} | {scores['accuracy']:.3f} | {scores['balanced_accuracy']:.3f} | "
             f"{scores['macro_f1']:.3f} | {bundle['model_bytes'] / 1e6:.2f} MB | "
-            f"{point['sensitivity']['value']:.3f} / {point['specificity']['value']:.3f} | [README]({path}/README.md) |"
+            f"{point['sensitivity']['value']:.3f} / {point['specificity']['value']:.3f} | {card} |"
         )
     machine = result["machine"]
     lines += [
         "",
-        f"Reproduce with `{result['command'].removeprefix('python ')}`: {result['chain_minutes']:.0f} minutes from a "
+        f"Reproduce with `.venv/bin/python {result['command'].removeprefix('python ')}`: "
+        f"{result['chain_minutes']:.0f} minutes from a "
         f"clean checkout on {machine['cores']} cores ({machine['cpu']}, {', '.join(machine['cpu_features'])}), "
         f"{result['date']}.",
     ]

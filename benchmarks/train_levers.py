@@ -4,7 +4,8 @@ Each variant trains MobileNetV2 (ImageNet weights, the BatchNorm fix) on the sam
 its own process (TensorFlow's thread pools are fixed once it starts) and reports images per second:
 
 - ``finetune_176``: the recipe's step, the whole backbone fine-tuning at 176 px, TensorFlow's default threads;
-- ``finetune_128`` and ``finetune_96``: progressive resizing's early, smaller steps;
+- ``finetune_144`` and ``finetune_112``: progressive resizing's early, smaller steps (Keras loads its 224 px
+  ImageNet file for sizes outside 96/128/160/192/224, the only MobileNetV2 file on these machines);
 - ``threads_intra2_inter1`` and ``threads_intra1_inter1``: TensorFlow's thread settings at 176 px;
 - ``head_through_backbone``: a head epoch with the frozen backbone run on every batch (``--augment-head``);
 - ``head_cached``: a head epoch on cached backbone features (the default head phase), the caching pass
@@ -27,8 +28,8 @@ from common import SHARED, environment, write_result
 
 VARIANTS = {
     "finetune_176": {"size": 176, "phase": "finetune"},
-    "finetune_128": {"size": 128, "phase": "finetune"},
-    "finetune_96": {"size": 96, "phase": "finetune"},
+    "finetune_144": {"size": 144, "phase": "finetune"},
+    "finetune_112": {"size": 112, "phase": "finetune"},
     "threads_intra2_inter1": {"size": 176, "phase": "finetune", "intra": 2, "inter": 1},
     "threads_intra1_inter1": {"size": 176, "phase": "finetune", "intra": 1, "inter": 1},
     "head_through_backbone": {"size": 176, "phase": "head"},

@@ -17,34 +17,22 @@ from app_steps import app_classify
 from conftest import HAM, REPO, toolkit_cli
 
 IMAGES = sorted((HAM / "images").glob("*.jpg"))[::500][:16]  # 16 real images spread over the set
-SHIPPED = {
-    "shipped int8": REPO / "flutter_assets" / "ham10000_mobilenet_v2",
-    "shipped float16": REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16",
-}
+SHIPPED = REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16"
 
 
-def _bundle(request) -> Path:
-    return SHIPPED.get(request.param) or request.getfixturevalue("int8_bundle")
-
-
-@pytest.fixture(params=["test int8", *SHIPPED])
+@pytest.fixture(params=["test int8", "shipped float16"])
 def bundle(request) -> Path:
-    return _bundle(request)
+    return SHIPPED if request.param == "shipped float16" else request.getfixturevalue("int8_bundle")
 
 
-@pytest.fixture(params=["test int8", "shipped int8"])
-def integer_bundle(request) -> Path:
-    return _bundle(request)
-
-
-def test_the_bundle_is_self_describing(integer_bundle):
-    manifest = json.loads((integer_bundle / "manifest.json").read_text())
+def test_the_bundle_is_self_describing(int8_bundle):
+    manifest = json.loads((int8_bundle / "manifest.json").read_text())
     for name, entry in manifest["files"].items():
-        data = (integer_bundle / name).read_bytes()
+        data = (int8_bundle / name).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"], name
     assert set(manifest["files"]) == {"model.tflite", "labels.txt", "README.md", "lesion_classifier.dart"}
-    assert {path.name for path in integer_bundle.iterdir() if path.is_dir()} == {"card", "drift"}
-    labels = (integer_bundle / "labels.txt").read_text().splitlines()
+    assert {path.name for path in int8_bundle.iterdir() if path.is_dir()} == {"card", "drift"}
+    labels = (int8_bundle / "labels.txt").read_text().splitlines()
     assert [c["label"] for c in manifest["classes"]] == labels
     assert manifest["input"]["dtype"] == "uint8" and manifest["output"]["dtype"] == "uint8"
     assert (manifest["input"]["scale"], manifest["input"]["zero_point"]) == (1.0, 0)  # raw bytes go in as they are

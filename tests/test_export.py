@@ -56,27 +56,26 @@ def test_metadata_reads_back_with_labels_and_normalisation(int8_bundle):
     assert image["stats"] == {"max": [255.0], "min": [0.0]}
 
 
-@pytest.fixture(params=["test", "shipped"])
-def integer_bundle(request) -> Path:
-    """The test run's int8 export, and the int8 bundle shipped in ``flutter_assets/``."""
-    shipped = Path(__file__).resolve().parents[1] / "flutter_assets" / "ham10000_mobilenet_v2"
-    return shipped if request.param == "shipped" else request.getfixturevalue("int8_bundle")
+@pytest.fixture(params=["test int8", "shipped float16"])
+def any_bundle(request) -> Path:
+    """The test run's int8 export, and the bundle shipped in ``flutter_assets/``."""
+    shipped = Path(__file__).resolve().parents[1] / "flutter_assets" / "ham10000_mobilenet_v2_float16"
+    return shipped if request.param == "shipped float16" else request.getfixturevalue("int8_bundle")
 
 
-def test_mediapipe_image_classifier_reads_the_bundle(integer_bundle):
+def test_mediapipe_image_classifier_reads_the_bundle(any_bundle):
     """MediaPipe reads labels and tensor types from the metadata alone, as an app's classifier task does."""
     import mediapipe as mp  # installed by make: a broken import must fail, not skip
     from mediapipe.tasks.python import BaseOptions, vision
 
-    int8_bundle = integer_bundle
-
     options = vision.ImageClassifierOptions(
-        base_options=BaseOptions(model_asset_path=str(int8_bundle / "model.tflite")), max_results=7
+        base_options=BaseOptions(model_asset_path=str(any_bundle / "model.tflite")), max_results=7
     )
-    bundle = Bundle.open(int8_bundle)
+    bundle = Bundle.open(any_bundle)
     images = np.stack([bundle.preprocess(p) for p in REAL_IMAGES])  # resized as the manifest says
     ours = bundle.predict(images)
-    step = bundle.manifest["output"]["scale"]
+    output = bundle.manifest["output"]
+    step = output["scale"] if output["dtype"] != "float32" else 1e-5  # a float output: only rounding may differ
     with vision.ImageClassifier.create_from_options(options) as classifier:
         for image, probs in zip(images, ours, strict=True):
             frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))

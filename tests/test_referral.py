@@ -66,3 +66,14 @@ def test_the_gate_fails_when_referral_sensitivity_moves():
     failures = gate_failures(comparison, lenient, entries)
     assert any("sensitivity at malignant_sens95 moved -6.00 points" in failure for failure in failures)
     assert gate_failures(comparison, Gate(0.9, 10, 10, max_sensitivity_drop=6.5), entries) == []
+
+
+def test_a_split_without_positives_leaves_sensitivity_undefined_not_nan():
+    """JSON has no NaN: no malignant image means no sensitivity to report or to gate."""
+    labels = np.full(20, NV)
+    probs = probabilities(np.linspace(0, 0.5, 20))
+    entries = report(fit_points(probs, labels), labels, probs, probs[::-1])
+    strict = entries[1]
+    assert strict["exported"]["sensitivity"] == {"value": None, "ci95": [None, None]}
+    assert strict["exported"]["specificity"]["value"] is not None
+    assert gate_failures(compare(labels, probs, probs), Gate(), entries) == []

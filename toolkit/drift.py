@@ -83,7 +83,10 @@ def gate_failures(comparison: dict, gate: Gate, referral: list[dict] = ()) -> li
         if class_drop > gate.max_recall_drop:
             failures.append(f"{name} recall dropped {class_drop:.2f} points > {gate.max_recall_drop}")
     for point in referral:
-        drop = 100 * (point["reference"]["sensitivity"]["value"] - point["exported"]["sensitivity"]["value"])
+        before, after = point["reference"]["sensitivity"]["value"], point["exported"]["sensitivity"]["value"]
+        if before is None or after is None:
+            continue  # no positive case in this split: nothing to hold
+        drop = 100 * (before - after)
         if abs(drop) > gate.max_sensitivity_drop:
             failures.append(f"sensitivity at {point['name']} moved {-drop:+.2f} points > {gate.max_sensitivity_drop}")
     return failures
@@ -308,8 +311,8 @@ def markdown(report: dict) -> str:
             "|---|---|---|---|---|",
         ]
         lines += [
-            f"| {p['name']} | {p['threshold']:.4f} | {p['reference']['sensitivity']['value']:.4f} | "
-            f"{p['exported']['sensitivity']['value']:.4f} | {p['flips']} of {p['exported']['images']} |"
+            f"| {p['name']} | {p['threshold']:.4f} | {p['reference']['sensitivity']['value']} | "
+            f"{p['exported']['sensitivity']['value']} | {p['flips']} of {p['exported']['images']} |"
             for p in report["referral"]
         ]
     if report["changed_images"]:

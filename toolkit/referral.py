@@ -8,6 +8,7 @@ intervals, so the numbers an app quotes were not fitted to the images they are m
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -93,12 +94,18 @@ def assess(
     refer, positive = point.refers(probs), positives(labels, point.classes)
     rows = np.random.default_rng(seed).integers(0, len(labels), (samples, len(labels)))
     estimate, resampled = _rates(refer, positive), _rates(refer[rows], positive[rows])
-    low, high = np.nanpercentile(resampled, [2.5, 97.5], axis=0)
+    with warnings.catch_warnings():  # a rate with no cases (no positives, nothing referred) stays undefined
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanpercentile(resampled, [2.5, 97.5], axis=0)
     result = {"referred": int(refer.sum()), "images": len(labels)}
     for i, key in enumerate(("sensitivity", "specificity", "ppv")):
-        interval = [round(float(low[i]), 4), round(float(high[i]), 4)]
-        result[key] = {"value": round(float(estimate[i]), 4), "ci95": interval}
+        result[key] = {"value": _rounded(estimate[i]), "ci95": [_rounded(low[i]), _rounded(high[i])]}
     return result
+
+
+def _rounded(value: float) -> float | None:
+    """JSON has no NaN: an undefined rate is ``None``."""
+    return None if np.isnan(value) else round(float(value), 4)
 
 
 def report(points: list[OperatingPoint], labels: np.ndarray, reference: np.ndarray, exported: np.ndarray) -> list[dict]:

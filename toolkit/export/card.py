@@ -40,6 +40,8 @@ def _metrics_table(reference: dict, exported: dict) -> list[str]:
 
 
 def _interval(entry: dict) -> str:
+    if entry["value"] is None:
+        return "n/a"  # no case in the split
     low, high = entry["ci95"]
     return f"{entry['value']:.3f} ({low:.3f}-{high:.3f})"
 

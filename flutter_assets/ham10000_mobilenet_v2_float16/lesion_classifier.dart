@@ -1,0 +1,191 @@
+// Runs the ham10000_mobilenet_v2_float16 skin-lesion classifier bundle with tflite_flutter.
+// Not a medical device: research and demonstration use only.
+//
+// The steps are those of the toolkit's contract test, one for one:
+//   1. read manifest.json and labels.txt;
+//   2. resize the photo as the manifest says (squash or pad, area when shrinking, bilinear when enlarging), RGB;
+//   3. feed bytes of the input dtype (uint8: raw bytes; int8: bytes - 128; float32: values 0-255);
+//   4. dequantise the output with the manifest's scale and zero point;
+//   5. referral: sum the operating point's classes and compare with its threshold (manifest.json `referral`).
+//
+// pubspec.yaml: tflite_flutter ^0.11.0, image ^4.2.0, and the bundle folder under flutter: assets:.
+
+import 'dart:convert';
+import 'dart:typed_data';
+
+import 'package:flutter/services.dart' show rootBundle;
+import 'package:image/image.dart' as img;
+import 'package:tflite_flutter/tflite_flutter.dart';
+
+class LesionPrediction {
+  const LesionPrediction(this.label, this.displayName, this.probability);
+
+  final String label;
+  final String displayName;
+  final double probability;
+
+  @override
+  String toString() => '$label (${(probability * 100).toStringAsFixed(1)}%)';
+}
+
+/// Whether to tell the user to see a dermatologist, at one of the manifest's operating points.
+class ReferralDecision {
+  const ReferralDecision(this.point, this.score, this.threshold, this.sensitivity, this.specificity);
+
+  final String point;
+  final double score; // the summed probability of the point's classes
+  final double threshold;
+  final double sensitivity; // on the held-out test split, as measured at export
+  final double specificity;
+
+  bool get refer => score >= threshold;
+
+  @override
+  String toString() => '${refer ? 'refer' : 'no referral'} at $point (score ${score.toStringAsFixed(3)}, '
+      'threshold ${threshold.toStringAsFixed(3)}): not a medical device';
+}
+
+class LesionClassifier {
+  LesionClassifier._(this._interpreter, this._manifest, this.labels, this.displayNames);
+
+  final Interpreter _interpreter;
+  final Map<String, dynamic> _manifest;
+  final List<String> labels;
+  final List<String> displayNames;
+
+  /// Loads the bundle from `folder` (the asset path of the copied bundle folder).
+  static Future<LesionClassifier> load({String folder = 'assets/ham10000_mobilenet_v2_float16', int threads = 2}) async {
+    final manifest = jsonDecode(await rootBundle.loadString('$folder/manifest.json')) as Map<String, dynamic>;
+    final labels = const LineSplitter()
+        .convert(await rootBundle.loadString('$folder/labels.txt'))
+        .where((line) => line.isNotEmpty)
+        .toList();
+    final classes = (manifest['classes'] as List).cast<Map<String, dynamic>>();
+    final interpreter = await Interpreter.fromAsset('$folder/model.tflite',
+        options: InterpreterOptions()..threads = threads);
+    final outputs = interpreter.getOutputTensor(0).shape.last;
+    if (outputs != labels.length) {
+      interpreter.close();
+      throw StateError('labels.txt has ${labels.length} labels but the model has $outputs outputs');
+    }
+    return LesionClassifier._(
+        interpreter, manifest, labels, [for (final c in classes) c['display_name'] as String]);
+  }
+
+  int get inputSize => (_manifest['input']['shape'] as List)[1] as int;
+
+  /// Step 2: the photo at the model's input size, as the manifest's resize mode says.
+  img.Image resize(img.Image photo) {
+    final size = inputSize;
+    final mode = _manifest['preprocessing']['resize_mode'] as String;
+    img.Image scaled(int width, int height) {
+      final shrinking = width * height < photo.width * photo.height;
+      return img.copyResize(photo,
+          width: width,
+          height: height,
+          interpolation: shrinking ? img.Interpolation.average : img.Interpolation.linear);
+    }
+
+    if (mode == 'squash') return scaled(size, size);
+    final scale = size / (photo.width > photo.height ? photo.width : photo.height);
+    final width = (photo.width * scale).round(), height = (photo.height * scale).round();
+    final canvas = img.Image(width: size, height: size, numChannels: 3); // black
+    return img.compositeImage(canvas, scaled(width, height),
+        dstX: (size - width) ~/ 2, dstY: (size - height) ~/ 2);
+  }
+
+  /// Step 3: the resized RGB pixels as the bytes of the model's input tensor.
+  Uint8List inputBytes(img.Image resized) {
+    final rgb = resized.convert(numChannels: 3).getBytes(order: img.ChannelOrder.rgb);
+    final input = _manifest['input'] as Map<String, dynamic>;
+    final scale = (input['scale'] as num).toDouble();
+    final zeroPoint = input['zero_point'] as int;
+    switch (input['dtype'] as String) {
+      case 'uint8':
+      case 'int8':
+        final signed = input['dtype'] == 'int8';
+        final low = signed ? -128 : 0, high = signed ? 127 : 255;
+        final quantized = Int32List(rgb.length);
+        for (var i = 0; i < rgb.length; i++) {
+          quantized[i] = ((rgb[i] / scale).round() + zeroPoint).clamp(low, high);
+        }
+        return signed
+            ? Int8List.fromList(quantized).buffer.asUint8List()
+            : Uint8List.fromList(quantized);
+      case 'float32':
+        return Float32List.fromList([for (final v in rgb) v.toDouble()]).buffer.asUint8List();
+      default:
+        throw UnsupportedError('input dtype ${input['dtype']}');
+    }
+  }
+
+  /// Step 4: class probabilities, dequantised, in label order.
+  List<double> probabilities(Uint8List raw) {
+    final output = _manifest['output'] as Map<String, dynamic>;
+    final scale = (output['scale'] as num).toDouble();
+    final zeroPoint = output['zero_point'] as int;
+    switch (output['dtype'] as String) {
+      case 'uint8':
+        return [for (final q in raw) scale * (q - zeroPoint)];
+      case 'int8':
+        return [for (final q in raw.buffer.asInt8List(raw.offsetInBytes, raw.length)) scale * (q - zeroPoint)];
+      case 'float32':
+        return raw.buffer.asFloat32List(raw.offsetInBytes, raw.length ~/ 4).toList();
+      default:
+        throw UnsupportedError('output dtype ${output['dtype']}');
+    }
+  }
+
+  /// Steps 2-4: the class probabilities of a photo, in label order.
+  List<double> probabilitiesOf(img.Image photo) {
+    _interpreter.getInputTensor(0).setTo(inputBytes(resize(photo)));
+    _interpreter.invoke();
+    return probabilities(Uint8List.fromList(_interpreter.getOutputTensor(0).data));
+  }
+
+  /// The names of the manifest's referral operating points, and the one used by default.
+  List<String> get operatingPoints =>
+      [for (final p in (_manifest['referral']['points'] as List)) (p as Map<String, dynamic>)['name'] as String];
+  String get defaultOperatingPoint => _manifest['referral']['default'] as String;
+
+  /// Step 5: the referral decision for `probs` at `point` (default: the manifest's default).
+  ReferralDecision referral(List<double> probs, {String? point}) {
+    final name = point ?? defaultOperatingPoint;
+    final referral = _manifest['referral'] as Map<String, dynamic>;
+    final spec = (referral['points'] as List).cast<Map<String, dynamic>>().firstWhere((p) => p['name'] == name,
+        orElse: () => throw ArgumentError('unknown operating point $name; expected one of $operatingPoints'));
+    // Classes by their short names (manifest `classes`), which stay put when labels.txt renames them.
+    final shortNames = [for (final c in (_manifest['classes'] as List)) (c as Map<String, dynamic>)['short_name']];
+    var score = 0.0;
+    for (final short in (spec['classes'] as List).cast<String>()) {
+      final index = shortNames.indexOf(short);
+      if (index < 0) throw StateError('operating point $name needs class $short, which the manifest lacks');
+      score += probs[index];
+    }
+    final tested = ((referral['test'] as List?) ?? const [])
+        .cast<Map<String, dynamic>>()
+        .where((p) => p['name'] == name)
+        .map((p) => p['exported'] as Map<String, dynamic>)
+        .firstOrNull;
+    double measured(String key) => tested == null ? double.nan : (tested[key]['value'] as num).toDouble();
+    return ReferralDecision(
+        name, score, (spec['threshold'] as num).toDouble(), measured('sensitivity'), measured('specificity'));
+  }
+
+  /// All classes, most probable first.
+  List<LesionPrediction> classify(img.Image photo) {
+    final probs = probabilitiesOf(photo);
+    final ranked = [for (var i = 0; i < labels.length; i++) LesionPrediction(labels[i], displayNames[i], probs[i])]
+      ..sort((a, b) => b.probability.compareTo(a.probability));
+    return ranked;
+  }
+
+  /// Decodes an encoded photo (JPEG, PNG, ...) and classifies it.
+  List<LesionPrediction> classifyBytes(Uint8List encoded) {
+    final photo = img.decodeImage(encoded);
+    if (photo == null) throw ArgumentError('not an image the image package can decode');
+    return classify(photo);
+  }
+
+  void close() => _interpreter.close();
+}
