@@ -6,6 +6,7 @@ is their one way in, with the errors a wrong folder deserves.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ import pandas as pd
 from toolkit.classes import CLASSES
 from toolkit.data.readers import read_manifest
 from toolkit.errors import ToolkitError
-from toolkit.paths import portable_path
+from toolkit.paths import find_portable, portable_path
 
 RUNS_ROOT = Path("runs")
+SPLIT_DIGEST = "split.json"  # a packed run's split: rebuilt from the data, checked by this digest
 TRAIN_HINT = "train one with `python -m toolkit train --demo --out runs/demo` (or run `make demo`)"
 
 
@@ -71,11 +73,20 @@ class Run:
         return rows.assign(label_index=rows["label"].map(CLASSES.index).to_numpy())
 
     def reference(self) -> dict[str, np.ndarray]:
+        """The float reference; a packed run's ids and labels come from its rebuilt split, checked by digest."""
         path = self.path / "reference.npz"
         if not path.exists():
             raise ToolkitError(f"no reference.npz in {self.path}: retrain the run to get the float reference")
         with np.load(path) as npz:
-            return {key: npz[key] for key in npz.files}
+            reference = {key: npz[key] for key in npz.files}
+        for split in ("val", "test"):
+            if f"{split}_ids_sha256" in reference:
+                rows = self.table[self.table["split"] == split]
+                if split_digest(rows["image_id"]) != str(reference.pop(f"{split}_ids_sha256")):
+                    raise ToolkitError(f"the {split} split of {self.path} does not match its reference.npz")
+                reference[f"{split}_ids"] = rows["image_id"].to_numpy(str)
+                reference[f"{split}_labels"] = rows["label"].map(CLASSES.index).to_numpy()
+        return reference
 
     def load_model(self, compile: bool = True):
         import keras
@@ -101,14 +112,46 @@ def open_run(path: Path | None = None) -> Run:
     path = Path(path) if path is not None else latest_run()
     if not path.is_dir():
         raise ToolkitError(f"run folder not found: {path}")
-    for needed in ("model.keras", "config.json", "splits.csv"):
+    manifest = "splits.csv" if not (path / SPLIT_DIGEST).exists() else SPLIT_DIGEST
+    for needed in ("model.keras", "config.json", manifest):
         if not (path / needed).exists():
             raise ToolkitError(f"no {needed} in {path}: is it a finished training run? ({TRAIN_HINT})")
     try:
         config = json.loads((path / "config.json").read_text())
     except json.JSONDecodeError as error:
         raise ToolkitError(f"cannot parse {path / 'config.json'}: {error}") from None
-    return Run(path=path, config=config, table=read_manifest(path / "splits.csv").table)
+    table = read_manifest(path / manifest).table if manifest == "splits.csv" else _rebuilt_split(path, config)
+    return Run(path=path, config=config, table=table)
+
+
+def split_digest(ids: object, splits: object = ()) -> str:
+    """sha256 of image ids (with their splits, if given), in the order given."""
+    text = "\n".join(f"{i},{s}" for i, s in zip(ids, splits, strict=True)) if len(splits) else "\n".join(ids)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _rebuilt_split(path: Path, config: dict) -> pd.DataFrame:
+    """A packed run keeps no split manifest, which would copy the dataset's metadata into the repository.
+
+    Its split is rebuilt from the data as training built it (the split is deterministic) and checked
+    against the digest the pack recorded.
+    """
+    from toolkit.data.split import limit_per_split, prepare_splits
+
+    data = find_portable(config["data"], path)
+    if not data.exists():
+        raise ToolkitError(f"{path} rebuilds its split from {data}, which does not exist: put the dataset there")
+    seed = config.get("seed", 0)
+    table = prepare_splits(
+        data, val=config.get("val", 0.15), test=config.get("test", 0.15), seed=seed, check_images=False
+    ).table
+    if config.get("limit"):
+        table = limit_per_split(table, config["limit"], seed)
+    expected = json.loads((path / SPLIT_DIGEST).read_text())["sha256"]
+    ordered = table.sort_values("image_id", kind="stable")
+    if split_digest(ordered["image_id"], ordered["split"]) != expected:
+        raise ToolkitError(f"the split rebuilt from {data} is not the one {path} was trained on: is it the same data?")
+    return table
 
 
 PACKED_FILES = (
@@ -127,7 +170,7 @@ def pack_run(source: Path, out: Path, force: bool = False) -> Path:
     """A finished run as it can be committed: the float model without optimizer state, paths that travel.
 
     With it anyone can rerun ``drift`` on a shipped bundle or export another preset without training.
-    Split-manifest paths become relative to ``out`` and the data path relative to the checkout.
+    The data path becomes relative to the checkout; the split is kept as a digest (see :func:`_pack_split`).
     """
     import shutil
 
@@ -147,7 +190,9 @@ def pack_run(source: Path, out: Path, force: bool = False) -> Path:
         if data and data != "demo":
             config = {**run.config, "data": portable_path(data, out)}
             (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        write_manifest(run.table, staging / "splits.csv")
+            _pack_split(run, staging)
+        else:
+            write_manifest(run.table, staging / "splits.csv")
         run.load_model(compile=False).save(staging / "model.keras")  # uncompiled: no optimizer state
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -156,3 +201,15 @@ def pack_run(source: Path, out: Path, force: bool = False) -> Path:
         shutil.rmtree(out)
     os.replace(staging, out)
     return out
+
+
+def _pack_split(run: Run, staging: Path) -> None:
+    """Digests instead of the split manifest and of the reference's ids and labels: no dataset metadata."""
+    ordered = run.table.sort_values("image_id", kind="stable")
+    digest = {"sha256": split_digest(ordered["image_id"], ordered["split"]), "images": len(ordered)}
+    (staging / SPLIT_DIGEST).write_text(json.dumps(digest, indent=2) + "\n")
+    reference = run.reference()
+    for split in ("val", "test"):
+        reference[f"{split}_ids_sha256"] = split_digest(reference.pop(f"{split}_ids"))
+        reference.pop(f"{split}_labels")
+    np.savez(staging / "reference.npz", **reference)
