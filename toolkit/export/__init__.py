@@ -214,4 +214,26 @@ def stage_attempt(
             "calibration": calibration_source,
         },
     )
+    check_against_run(manifest, run)
     write_files(folder, with_metadata, labels, manifest)
+
+
+def check_against_run(manifest: dict, run: Run) -> None:
+    """Refuse a manifest that would make an app feed the model otherwise than the run trained it.
+
+    Every reader of a bundle (the app, ``predict``, the drift gate) follows the manifest, so they
+    would agree with each other on a wrong recipe; only the run's config can catch it.
+    """
+    size = run.input_size
+    expected = {"resize_mode": run.resize_mode, "input shape": [1, size, size, 3], "color_order": "RGB"}
+    found = {
+        "resize_mode": manifest["preprocessing"]["resize_mode"],
+        "input shape": list(manifest["input"]["shape"]),
+        "color_order": manifest["preprocessing"]["color_order"],
+    }
+    for key, value in expected.items():
+        if found[key] != value:
+            raise ToolkitError(
+                f"the bundle's manifest says {key} {found[key]} but {run.path} was trained with {value}: "
+                "this is a toolkit bug, please report it"
+            )
