@@ -4,9 +4,11 @@ The classifier takes raw RGB in [0, 255] (uint8 batches or pixels from an app) a
 the graph, each backbone as its ``keras.applications`` preprocessing does, so an exported model needs
 no preprocessing beyond resizing.
 
-The BatchNorm fix: the backbone is always called with ``training=False`` and its BatchNorm layers are
-never trainable, so fine-tuning batches never replace the pretrained moving statistics and training
-and inference normalise alike (the Keras 2.2.4 trap: frozen BN layers trained on batch statistics).
+The BatchNorm fix: the backbone's BatchNorm layers are never trainable (:func:`set_phase`). A
+non-trainable Keras BatchNorm normalises with its moving statistics even when ``fit`` runs it with
+``training=True`` (which Keras 3 passes into nested models whatever they were called with), so
+fine-tuning batches never replace the pretrained statistics and training and inference normalise
+alike (the Keras 2.2.4 trap: frozen BN layers trained on batch statistics).
 """
 
 from __future__ import annotations
@@ -121,19 +123,13 @@ def build_classifier(
     weights: str = "imagenet",
     alpha: float = 1.0,
     dropout: float = 0.2,
-    bn_fix: bool = True,
 ) -> keras.Model:
-    """Raw RGB in, class probabilities out: normalise -> backbone -> global pooling -> dropout -> softmax.
-
-    ``bn_fix=False`` rebuilds the original failure (backbone called in training mode, BatchNorm
-    trainable) for ablations and tests; never use it to ship a model.
-    """
+    """Raw RGB in, class probabilities out: normalise -> backbone -> global pooling -> dropout -> softmax."""
     input_size = input_size or backbone_spec(arch).default_size
     backbone = build_backbone(arch, input_size, weights, alpha)
     inputs = keras.Input((input_size, input_size, 3), name="image")
     x = normalisation_layer(arch)(inputs)
-    # The BatchNorm fix: inference mode always, so moving statistics stay the pretrained ones.
-    x = backbone(x, training=False) if bn_fix else backbone(x)
+    x = backbone(x)  # the BatchNorm fix is in set_phase: a call-time training=False would not survive fit
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     head = keras.Sequential(
         [keras.layers.Dropout(dropout), keras.layers.Dense(len(CLASSES), activation="softmax", dtype="float32")],

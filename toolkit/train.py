@@ -335,7 +335,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, force: bool, demo_root:
     bn_fix = uses_bn_fix(config)
     if config.bn_fix and not bn_fix:
         print("weights none: BatchNorm trains (the BatchNorm fix only protects pretrained statistics)", flush=True)
-    model = build_classifier(config.arch, input_size, config.weights, config.alpha, config.dropout, bn_fix)
+    model = build_classifier(config.arch, input_size, config.weights, config.alpha, config.dropout)
     if not resume:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
