@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,53 +80,50 @@ def keras_home(tmp_path_factory) -> Path:
     return home
 
 
+SMALL_RUN_SIZE = 112  # the smallest size with the shared ImageNet weights file that still learns in a minute
+
+
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory, keras_home) -> Path:
-    """A small real run: ImageNet MobileNetV2 at 64x64, fine-tuned briefly on 120 HAM10000 images per split."""
+    """A small real run that learns: a head on ImageNet MobileNetV2 features of 600 HAM10000 images per split.
+
+    Measured: test balanced accuracy about 0.35 (a constant answer scores 1/7), in about a minute on 2 cores.
+    """
     out = tmp_path_factory.mktemp("runs") / "ham_small"
     toolkit_cli(
-        "train",
-        "--data",
-        str(_require(HAM)),
-        "--arch",
-        "mobilenet_v2",
-        "--input-size",
-        "64",
-        "--weights",
-        "imagenet",
-        "--epochs-head",
-        "6",
-        "--lr-head",
-        "0.01",
-        "--epochs-finetune",
-        "1",
-        "--limit",
-        "120",
-        "--out",
-        str(out),
+        *("train", "--data", str(_require(HAM)), "--arch", "mobilenet_v2", "--weights", "imagenet"),
+        *("--input-size", str(SMALL_RUN_SIZE), "--limit", "600", "--epochs-head", "40", "--epochs-finetune", "0"),
+        *("--out", str(out)),
         env={"KERAS_HOME": str(keras_home)},
     )
     return out
 
 
 @pytest.fixture(scope="session")
+def passing_bundle(small_run, tmp_path_factory) -> Path:
+    """``small_run`` exported in float32 through the default drift gate, which it must pass.
+
+    The tests that check a bundle against the run (contract, MediaPipe, bench) use this one: a
+    preprocessing mismatch would fail its gate. float16 and int8 sit near or below the gate on this
+    weak head-only model (measured 98.3-98.7% and 92-93% top-1 agreement at 112-176 px).
+    """
+    out = tmp_path_factory.mktemp("passing_assets")
+    result = toolkit_cli("export", "--run", str(small_run), "--out", str(out), "--name", "float32")
+    assert re.search(r"drift gate \(as asked\): top-1 agreement [0-9.]+%.*: passed", result.stdout), result.stdout
+    return out / "float32"
+
+
+@pytest.fixture(scope="session")
 def int8_bundle(small_run, tmp_path_factory) -> Path:
     """The default export of ``small_run``: full-integer int8 with uint8 input and output.
 
-    This tiny 64x64 model is far more sensitive to int8 than a real one and fails the default drift
-    gate (about 80% top-1 agreement), so it is published with ``--accept-drift``.
+    It fails the default drift gate (about 92% top-1 agreement against the 98% asked), so it is
+    published with ``--accept-drift``: the tests that need a failing bundle, or int8, use it.
     """
     out = tmp_path_factory.mktemp("flutter_assets")
     result = toolkit_cli(
-        "export",
-        "--run",
-        str(small_run),
-        "--quantize",
-        "--out",
-        str(out),
-        "--calibration-images",
-        "100",
-        "--accept-drift",
+        *("export", "--run", str(small_run), "--quantize", "--out", str(out)),
+        *("--calibration-images", "100", "--accept-drift"),
     )
     assert "drift gate failed" in result.stdout and "publishing anyway because of --accept-drift" in result.stdout
     bundle = out / small_run.name

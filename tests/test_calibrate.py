@@ -27,9 +27,26 @@ def test_the_prior_shift_undoes_a_majority_lean():
     probs, labels, train_labels = skewed_predictions()
     decision = fit_decision(probs, labels, train_labels, "balanced_accuracy")
     curve, chosen = decision.curve["balanced_accuracy"], decision.taus.index(decision.tau)
-    assert curve[chosen] == max(curve) and curve[chosen] > curve[decision.taus.index(0.0)] + 0.1
+    assert decision.tau == documented_choice(curve, decision.taus)
+    assert curve[chosen] > curve[decision.taus.index(0.0)] + 0.1
     assert 0.6 <= decision.tau <= 1.4  # the model added the whole log prior: tau near 1 removes it
     assert decision.tau in TAUS
+
+
+def documented_choice(curve: list[float], taus: list[float]) -> float:
+    """The rule as README states it, written out independently: the smallest shift within TOLERANCE of the best."""
+    near_best = [tau for tau, score in zip(taus, curve, strict=True) if score >= max(curve) - TOLERANCE]
+    return min(near_best, key=abs)
+
+
+def test_the_rule_takes_the_smallest_shift_near_the_best_not_the_best():
+    probs, labels, train_labels = skewed_predictions(seed=2)
+    decision = fit_decision(probs, labels, train_labels, "macro_f1")
+    curve = decision.curve["macro_f1"]
+    best = decision.taus[int(np.argmax(curve))]
+    assert max(curve) - min(curve) > 0.3  # far from flat: the rule, not a plateau, decides
+    assert decision.tau == documented_choice(curve, decision.taus) == 0.8
+    assert best == 1.1 and decision.tau != best  # argmax would have taken a larger shift
 
 
 def test_the_temperature_undoes_overconfidence():
@@ -77,3 +94,19 @@ def test_a_shift_is_taken_only_when_it_clearly_beats_no_shift():
     clear = flat.copy()
     clear[zero + 3] += 3 * TOLERANCE  # a real gain at tau = 0.3
     assert TAUS[smallest_near_best(clear)] == pytest.approx(0.3)
+
+
+def test_ece_is_the_size_weighted_gap_over_15_equal_width_bins():
+    from toolkit.evaluate import compute_metrics, reliability
+
+    def confident(top: float, count: int) -> np.ndarray:
+        return np.tile([top] + [(1 - top) / 6] * 6, (count, 1))
+
+    # 30 right at confidence 0.50 (bin [0.467, 0.533)) and 10 wrong at 0.56 (bin [0.533, 0.600)); 10 bins would
+    # pool them in [0.5, 0.6) and find a gap of |0.515 - 0.75| = 0.235 instead of 0.515
+    probs = np.vstack([confident(0.50, 30), confident(0.56, 10)])
+    labels = np.array([0] * 30 + [1] * 10)
+    expected = (30 * abs(0.50 - 1.0) + 10 * abs(0.56 - 0.0)) / 40
+    assert compute_metrics(labels, probs)["ece"] == pytest.approx(expected)
+    curve = reliability(labels, probs)
+    assert curve["confidence"] == pytest.approx([0.50, 0.56]) and curve["accuracy"] == pytest.approx([1.0, 0.0])

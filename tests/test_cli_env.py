@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import re
 import subprocess
 import sys
 
@@ -14,7 +15,9 @@ from toolkit.errors import ToolkitError
 
 def test_help_lists_subcommands():
     result = subprocess.run([sys.executable, "-m", "toolkit", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "data" in result.stdout
+    listed = re.findall(r"^    ([a-z]+) ", result.stdout, flags=re.MULTILINE)
+    assert result.returncode == 0
+    assert listed == ["data", "train", "decide", "pack", "evaluate", "export", "drift", "bench", "predict"]
 
 
 def test_metadata_writers_import_here():

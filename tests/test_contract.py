@@ -1,8 +1,10 @@
 """The Flutter app's point of view: only the bundle folder, no ``toolkit`` import.
 
 The app's steps (``app_steps.py``, one for one what ``lesion_classifier.dart`` does) on real
-HAM10000 JPEGs must give the answer ``python -m toolkit predict`` prints: for the test run's
-export and for the bundles shipped in ``flutter_assets/``.
+HAM10000 JPEGs (200x150, so squash and pad differ) must give the answer ``python -m toolkit
+predict`` prints, for the test runs' exports and for the bundles shipped in ``flutter_assets/``;
+and, since both read the same manifest, they must also give what the run's own Keras model gives
+on images resized as the run was trained.
 """
 
 from __future__ import annotations
@@ -11,31 +13,73 @@ import hashlib
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
-from app_steps import app_classify
+from app_steps import app_classify, app_resize
 from conftest import HAM, REPO, toolkit_cli
 
 IMAGES = sorted((HAM / "images").glob("*.jpg"))[::500][:16]  # 16 real images spread over the set
 SHIPPED = REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16"
 
 
-@pytest.fixture(params=["test int8", "shipped float16"])
+BUNDLES = {  # name: (fixture, resize mode, input dtype)
+    "passing float32": ("passing_bundle", "squash", "float32"),
+    "test int8": ("int8_bundle", "squash", "uint8"),
+    "pad float32": ("pad_float32_bundle", "pad", "float32"),
+    "pad int8 io": ("pad_int8_bundle", "pad", "int8"),
+}
+
+
+@pytest.fixture(scope="module")
+def pad_run(tmp_path_factory, keras_home) -> Path:
+    """A tiny run trained with ``--resize-mode pad``: the app must letterbox, not stretch. A head on ImageNet
+    features, so its answers depend on the image (from scratch, one epoch gave every image the same answer)."""
+    out = tmp_path_factory.mktemp("runs") / "pad"
+    toolkit_cli(
+        *("train", "--data", str(HAM), "--weights", "imagenet", "--input-size", "48", "--resize-mode", "pad"),
+        *("--limit", "40", "--epochs-head", "2", "--epochs-finetune", "0", "--out", str(out)),
+        env={"KERAS_HOME": str(keras_home)},
+    )
+    return out
+
+
+def _export(run: Path, out: Path, *args: str) -> Path:
+    toolkit_cli("export", "--run", str(run), "--out", str(out), "--skip-drift", "--calibration-images", "40", *args)
+    return out / run.name
+
+
+@pytest.fixture(scope="module")
+def pad_float32_bundle(pad_run, tmp_path_factory) -> Path:
+    return _export(pad_run, tmp_path_factory.mktemp("pad_float32"))
+
+
+@pytest.fixture(scope="module")
+def pad_int8_bundle(pad_run, tmp_path_factory) -> Path:
+    return _export(pad_run, tmp_path_factory.mktemp("pad_int8"), "--quantize", "int8", "--io", "int8")
+
+
+@pytest.fixture(params=[*BUNDLES, "shipped float16"])
 def bundle(request) -> Path:
-    return SHIPPED if request.param == "shipped float16" else request.getfixturevalue("int8_bundle")
+    return SHIPPED if request.param == "shipped float16" else request.getfixturevalue(BUNDLES[request.param][0])
 
 
-def test_the_bundle_is_self_describing(int8_bundle):
-    manifest = json.loads((int8_bundle / "manifest.json").read_text())
-    for name, entry in manifest["files"].items():
-        data = (int8_bundle / name).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"], name
+@pytest.mark.parametrize("name", BUNDLES)
+def test_the_bundle_is_self_describing(name, request):
+    fixture, resize_mode, dtype = BUNDLES[name]
+    bundle = request.getfixturevalue(fixture)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for file, entry in manifest["files"].items():
+        data = (bundle / file).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"], file
     assert set(manifest["files"]) == {"model.tflite", "labels.txt", "README.md", "lesion_classifier.dart"}
-    assert {path.name for path in int8_bundle.iterdir() if path.is_dir()} == {"card", "drift"}
-    labels = (int8_bundle / "labels.txt").read_text().splitlines()
+    labels = (bundle / "labels.txt").read_text().splitlines()
     assert [c["label"] for c in manifest["classes"]] == labels
-    assert manifest["input"]["dtype"] == "uint8" and manifest["output"]["dtype"] == "uint8"
-    assert (manifest["input"]["scale"], manifest["input"]["zero_point"]) == (1.0, 0)  # raw bytes go in as they are
+    assert manifest["preprocessing"]["resize_mode"] == resize_mode
+    assert manifest["input"]["dtype"] == dtype and manifest["output"]["dtype"] == dtype
+    if dtype != "float32":  # bytes go in as they are (uint8) or shifted by 128 (int8)
+        zero_point = {"uint8": 0, "int8": -128}[dtype]
+        assert (manifest["input"]["scale"], manifest["input"]["zero_point"]) == (1.0, zero_point)
 
 
 def test_the_app_gets_what_predict_prints(bundle):
@@ -50,3 +94,22 @@ def test_the_app_gets_what_predict_prints(bundle):
         assert np.abs(app - np.array([by_label[label] for label in labels])).max() <= step + 1e-6
         assert abs(app.sum() - 1) < 0.05  # a softmax, dequantised
         assert "Not a medical device" in cli["note"] and "referral" in cli
+
+
+@pytest.mark.parametrize("name", ["passing float32", "pad float32"])
+def test_the_app_follows_the_run_not_just_the_manifest(name, request):
+    """The run's config, not the manifest, says how to resize; a float32 bundle leaves only rounding to differ."""
+    import keras
+
+    bundle = request.getfixturevalue(BUNDLES[name][0])
+    run = Path(request.getfixturevalue({"passing float32": "small_run", "pad float32": "pad_run"}[name]))
+    config = json.loads((run / "config.json").read_text())
+    app_probs, _, _ = app_classify(bundle, IMAGES)
+    size, mode = config["input_size"], config["resize_mode"]
+    rgb = [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in IMAGES]
+    model = keras.saving.load_model(run / "model.keras")
+    as_trained = model.predict(np.stack([app_resize(image, size, mode) for image in rgb]).astype(np.float32), verbose=0)
+    assert np.abs(app_probs - as_trained).max() < 1e-4
+    other = {"squash": "pad", "pad": "squash"}[mode]  # what a manifest naming the wrong mode would feed
+    misfed = model.predict(np.stack([app_resize(image, size, other) for image in rgb]).astype(np.float32), verbose=0)
+    assert np.abs(misfed - as_trained).max() > 1e-2  # so the check above would see it

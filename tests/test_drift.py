@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ai_edge_litert.interpreter import Interpreter
-from conftest import HAM, toolkit_cli
+from conftest import HAM, REPO, toolkit_cli
 
 from toolkit.classes import CLASSES
 from toolkit.drift import Gate, compare, gate_failures
@@ -57,6 +57,36 @@ def demo_bundle(demo_run, tmp_path_factory) -> Path:
     return out / "demo"
 
 
+def test_the_demo_model_learns_its_synthetic_classes(demo_run):
+    """``make demo`` trains this: measured test balanced accuracy 0.97 on 67 images (one image is 1.5 to 2 points)."""
+    metrics = json.loads((demo_run / "metrics.json").read_text())["test"]
+    assert metrics["balanced_accuracy"] >= 0.85 and metrics["macro_f1"] >= 0.85  # a constant answer: 1/7 and 0.04
+
+
+def _make_demo_commands() -> list[list[str]]:
+    """The toolkit commands ``make demo`` runs, as ``make -n`` prints them (the install step left out)."""
+    import shlex
+    import subprocess
+
+    printed = subprocess.run(["make", "-n", "demo"], capture_output=True, text=True, cwd=REPO)
+    joined = printed.stdout.replace("\\\n", " ")
+    return [shlex.split(line)[3:] for line in joined.splitlines() if " -m toolkit " in line]
+
+
+def test_make_demo_trains_as_the_fixture_does_and_exports_int8_through_its_gate(demo_run, tmp_path):
+    train, export = _make_demo_commands()
+    assert train[: train.index("--out")] == ["train", "--demo", "--epochs-head", "3", "--epochs-finetune", "3"]
+    assert export[:2] == ["export", "--quantize"] and export[2].startswith("--")  # no value: int8
+    assert export[export.index("--min-agreement") :] == DEMO_GATE
+    run = export.index("--run")
+    export[run + 1] = str(demo_run)
+    result = toolkit_cli(*export, "--out", str(tmp_path))
+    manifest = json.loads((tmp_path / "demo" / "manifest.json").read_text())
+    assert manifest["quantization"] == "int8" and manifest["input"]["dtype"] == manifest["output"]["dtype"] == "uint8"
+    assert re.search(r"drift gate \(as asked\): top-1 agreement [0-9.]+%", result.stdout)
+    assert manifest["drift"]["top1_agreement"] >= 0.97  # measured 1.0 on its 67 test images (one image: 1.5 points)
+
+
 def test_gate_arithmetic():
     labels = np.repeat(np.arange(7), 10)
     before = np.eye(7)[labels] * 0.9 + 0.1 / 7
@@ -69,6 +99,25 @@ def test_gate_arithmetic():
     failures = gate_failures(comparison, Gate())
     assert len(failures) == 3 and "akiec recall dropped 20.00 points" in failures[2]
     assert gate_failures(comparison, Gate(0.9, 5.0, 25.0)) == []
+
+
+def test_the_gate_weighs_classes_not_images_when_they_are_imbalanced():
+    nv, mel, bkl = CLASSES.index("nv"), CLASSES.index("mel"), CLASSES.index("bkl")
+    labels = np.concatenate([np.full(200, nv), np.repeat([c for c in range(7) if c != nv], 10)])  # 260 images
+    before = np.eye(7)[labels] * 0.9 + 0.1 / 7
+    one_melanoma_missed = before.copy()
+    one_melanoma_missed[np.flatnonzero(labels == mel)[0]] = before[0]  # now answered nv
+    comparison = compare(labels, before, one_melanoma_missed)
+    assert comparison["drop_points"]["accuracy"] == pytest.approx(100 / 260)  # under 1 point: accuracy misses it
+    assert comparison["drop_points"]["balanced_accuracy"] == pytest.approx(100 * 0.1 / 7)
+    lenient = Gate(min_agreement=0.0, max_recall_drop=100.0)
+    assert gate_failures(comparison, lenient) == ["balanced accuracy dropped 1.43 points > 1.0"]
+    six_nevi_missed = before.copy()
+    six_nevi_missed[:6] = np.eye(7)[bkl] * 0.9 + 0.1 / 7
+    comparison = compare(labels, before, six_nevi_missed)
+    assert comparison["drop_points"]["accuracy"] == pytest.approx(600 / 260)  # over 2 points: accuracy would fail
+    assert comparison["drop_points"]["balanced_accuracy"] == pytest.approx(100 * 0.03 / 7)
+    assert gate_failures(comparison, lenient) == []
 
 
 def test_a_good_export_passes_and_records_its_drift(demo_bundle, cli):
@@ -155,9 +204,42 @@ def test_device_predictions_round_trip_through_the_eval_pack(demo_bundle, tmp_pa
         *DEMO_GATE,
     )
     assert json.loads((tmp_path / "r2" / "drift.json").read_text())["total"]["top1_agreement"] == here["top1_agreement"]
+    as_probabilities = tmp_path / "phone_probabilities.jsonl"  # the other JSON-lines form: already dequantised
+    as_probabilities.write_text(
+        "".join(
+            json.dumps({"image_id": row.image_id, "probabilities": list(row[1:])}) + "\n"
+            for row in probabilities.itertuples(index=False)
+        )
+    )
+    cli(
+        "drift",
+        "--bundle",
+        str(demo_bundle),
+        "--predictions",
+        str(as_probabilities),
+        "--out",
+        str(tmp_path / "r3"),
+        *DEMO_GATE,
+    )
+    from_probabilities = json.loads((tmp_path / "r3" / "drift.json").read_text())["total"]
+    assert (
+        from_probabilities["changed"] == phone["changed"]
+        and from_probabilities["top1_agreement"] == phone["top1_agreement"]
+    )
+    assert from_probabilities["mean_abs_prob_diff"] == pytest.approx(phone["mean_abs_prob_diff"], abs=1e-6)
     probabilities.head(10).to_csv(tmp_path / "short.csv", index=False)
     short = cli("drift", "--bundle", str(demo_bundle), "--predictions", str(tmp_path / "short.csv"), check=False)
     assert short.returncode == 2 and "lack 57 test image(s)" in short.stderr
+
+
+def test_drift_on_the_validation_split(demo_bundle, demo_run, tmp_path, cli):
+    cli("drift", "--bundle", str(demo_bundle), "--split", "val", "--out", str(tmp_path / "val"), *DEMO_GATE)
+    report = json.loads((tmp_path / "val" / "drift.json").read_text())
+    val = pd.read_csv(demo_run / "splits.csv").query("split == 'val'")
+    assert report["split"] == "val" and report["total"]["images"] == len(val) != 67  # not the test split's 67
+    reference = np.load(demo_run / "reference.npz")
+    labels = reference["val_labels"]
+    assert report["reference_metrics"]["accuracy"] == pytest.approx((reference["val_probs"].argmax(1) == labels).mean())
 
 
 def test_exit_codes(demo_bundle, int8_bundle, tmp_path, cli):

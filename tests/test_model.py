@@ -53,7 +53,7 @@ def test_batchnorm_fix_keeps_moving_statistics_and_one_normalisation():
 
 
 def test_without_the_fix_the_original_failure_comes_back():
-    model = build_classifier("mobilenet_v2", SIZE, weights="none", alpha=0.35, bn_fix=False)
+    model = build_classifier("mobilenet_v2", SIZE, weights="none", alpha=0.35)
     backbone = backbone_of(model)
     set_phase(model, "mobilenet_v2", "head", "block_13", bn_fix=False)  # convolutions frozen, BN trainable
     assert not any(
@@ -94,6 +94,24 @@ def test_boundary_by_layer_count():
     set_phase(model, "mobilenet_v2", "finetune", "all")
     norms = [isinstance(layer, keras.layers.BatchNormalization) for layer in backbone_of(model).layers]
     assert [layer.trainable for layer in backbone_of(model).layers] == [not norm for norm in norms]
+
+
+@pytest.mark.parametrize(
+    ("arch", "boundary", "first_tuned"),
+    [("mobilenet_v2", "block_13", "block_13_expand"), ("mobilenet_v2", "block_16", "block_16_expand"),
+     ("densenet121", "conv5", "conv5_block1_0_bn"), ("densenet201", "conv5", "conv5_block1_0_bn")],
+)  # fmt: skip
+def test_named_boundaries_fine_tune_from_their_block(arch, boundary, first_tuned):
+    model = build_classifier(arch, SIZE, weights="none", alpha=0.35 if arch == "mobilenet_v2" else 1.0)
+    set_phase(model, arch, "finetune", boundary)
+    layers = backbone_of(model).layers
+    start = [layer.name for layer in layers].index(first_tuned)
+    assert start > 0 and not any(layer.trainable for layer in layers[:start])
+    assert all(layer.trainable != _is_norm(layer) for layer in layers[start:])  # BatchNorm stays frozen
+
+
+def _is_norm(layer) -> bool:
+    return isinstance(layer, keras.layers.BatchNormalization)
 
 
 def test_bad_backbone_arguments(tmp_path, monkeypatch):

@@ -121,3 +121,19 @@ def test_fit_runs_on_both_keras_backends(backend):
     result = subprocess.run([sys.executable, "-c", FIT_SCRIPT], env=env, cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith(f"{backend} ok")
+
+
+@pytest.mark.parametrize(("preset", "rotation", "zoom"), [("notebook", 10, 0.1), ("dermoscopy", 180, 0.2)])
+def test_augmentation_presets_turn_and_zoom_as_far_as_readme_says(preset, rotation, zoom):
+    """``dermoscopy`` turns a lesion any way (it has no up) and zooms 20%; ``notebook`` keeps ImageDataGenerator's
+    10 degrees and 10%. Read off the affine matrix each image gets, flips left out."""
+    from toolkit.data.pipeline import _affine_matrix
+
+    config = replace(AugmentConfig.preset(preset), horizontal_flip=False, vertical_flip=False)
+    rng = np.random.default_rng(0)
+    matrices = [_affine_matrix(config, rng, 64, 48) for _ in range(400)]
+    angles = np.array([np.degrees(np.arctan2(-m[0, 1], m[0, 0])) for m in matrices])
+    scales = np.array([np.hypot(m[0, 0], m[0, 1]) for m in matrices])
+    assert np.abs(angles).max() <= rotation + 1e-6 and np.abs(angles).max() > 0.9 * rotation
+    assert scales.min() >= 1 - zoom - 1e-9 and scales.max() <= 1 + zoom + 1e-9
+    assert scales.min() < 1 - 0.8 * zoom and scales.max() > 1 + 0.8 * zoom
