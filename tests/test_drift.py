@@ -85,6 +85,7 @@ def test_make_demo_trains_as_the_fixture_does_and_exports_int8_through_its_gate(
     assert manifest["quantization"] == "int8" and manifest["input"]["dtype"] == manifest["output"]["dtype"] == "uint8"
     assert re.search(r"drift gate \(as asked\): top-1 agreement [0-9.]+%", result.stdout)
     assert manifest["drift"]["top1_agreement"] >= 0.97  # measured 1.0 on its 67 test images (one image: 1.5 points)
+    assert manifest["drift"]["passed"]  # its melanoma thresholds were once above what a uint8 output can hold
 
 
 def test_gate_arithmetic():

@@ -7,7 +7,7 @@ import pytest
 
 from toolkit.classes import CLASSES
 from toolkit.drift import Gate, compare, gate_failures
-from toolkit.referral import assess, fit_points, report, score, threshold_for
+from toolkit.referral import MAX_THRESHOLD, assess, fit_points, report, score, threshold_for
 
 MEL, NV, BCC = CLASSES.index("mel"), CLASSES.index("nv"), CLASSES.index("bcc")
 
@@ -77,3 +77,14 @@ def test_a_split_without_positives_leaves_sensitivity_undefined_not_nan():
     assert strict["exported"]["sensitivity"] == {"value": None, "ci95": [None, None]}
     assert strict["exported"]["specificity"]["value"] is not None
     assert gate_failures(compare(labels, probs, probs), Gate(), entries) == []
+
+
+def test_a_threshold_stays_within_reach_of_an_8_bit_output_and_below_the_score_that_set_it():
+    sure = np.array([0.9999991, 0.9999995, 0.99999, 0.1287238])
+    positive = np.array([True, True, True, False])
+    threshold = threshold_for(sure, positive, 0.9)  # the val scores of a very confident model: 0.99999 and up
+    assert MAX_THRESHOLD == 255 / 256 and MAX_THRESHOLD - 1e-6 <= threshold <= MAX_THRESHOLD
+    as_uint8 = np.clip(np.round(sure * 256), 0, 255) / 256  # what an int8 bundle's output dequantises to
+    assert (as_uint8[positive] >= threshold).all()  # above 255/256 not one of them could be referred
+    one = threshold_for(np.array([0.1287238]), np.array([True]), 0.9)
+    assert one == 0.128723 and one <= 0.1287238  # rounded to 6 decimals, down: the positive stays referred

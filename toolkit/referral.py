@@ -19,6 +19,9 @@ SCORES: dict[str, tuple[str, ...]] = {"malignant": ("mel", "bcc", "akiec"), "mel
 SENSITIVITIES = (0.90, 0.95)
 DEFAULT_POINT = "malignant_sens95"  # what ``predict`` prints and the Dart class uses unless told otherwise
 BOOTSTRAP_SAMPLES = 1000
+# The largest probability an 8-bit output holds (uint8, scale 1/256). A very confident model can put a threshold
+# above it on val (the demo model's melanoma points sat at 0.99999): its int8 bundle could then never refer anyone.
+MAX_THRESHOLD = 255 / 256
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,13 @@ def positives(labels: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
 
 
 def threshold_for(scores: np.ndarray, positive: np.ndarray, sensitivity: float) -> float:
-    """The highest threshold that still refers at least ``sensitivity`` of the positives."""
+    """The highest threshold that still refers at least ``sensitivity`` of the positives, at most
+    :data:`MAX_THRESHOLD`, and written with 6 decimals rounded down so the positive that set it stays referred."""
     ranked = np.sort(scores[positive])[::-1]
     if not len(ranked):
         return 0.0
     needed = int(np.ceil(sensitivity * len(ranked)))
-    return float(ranked[max(needed, 1) - 1])
+    return float(np.floor(min(ranked[max(needed, 1) - 1], MAX_THRESHOLD) * 1e6) / 1e6)
 
 
 def fit_points(val_probs: np.ndarray, val_labels: np.ndarray) -> list[OperatingPoint]:
@@ -69,7 +73,7 @@ def fit_points(val_probs: np.ndarray, val_labels: np.ndarray) -> list[OperatingP
                     score=name,
                     classes=classes,
                     target_sensitivity=sensitivity,
-                    threshold=round(threshold, 6),
+                    threshold=threshold,
                     val_sensitivity=float(refer[positive].mean()) if positive.any() else 0.0,
                     val_specificity=float((~refer[~positive]).mean()) if (~positive).any() else 0.0,
                 )
