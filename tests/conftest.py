@@ -15,7 +15,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# ../shared beside the checkout; searched upwards so a copy of the tests one level down (mutmut's mutants/) finds it
+SHARED = next(
+    (folder / "shared" for folder in Path(__file__).resolve().parents if (folder / "shared" / "data").is_dir()),
+    Path(__file__).resolve().parents[2] / "shared",
+)
 HAM = SHARED / "data" / "ham10000"
 DERMAMNIST = SHARED / "data" / "dermamnist"
 WEIGHTS = SHARED / "weights"
