@@ -117,18 +117,18 @@ def same_recipe(saved: dict, wanted) -> bool:
     return paths[0] == paths[1] and replace(saved_config, data="") == replace(wanted, data="")
 
 
-def train_or_reuse(recipe: str) -> Path:
-    """The run for ``recipe``: reused when ``runs/ham10000_<recipe>/`` holds exactly that recipe."""
+def train_or_reuse(recipe: str) -> tuple[Path, bool]:
+    """The run for ``recipe`` and whether it was reused: it is when ``runs/ham10000_<recipe>/`` holds that recipe."""
     from toolkit.train import train
 
     config, run = config_for(recipe), RUNS / f"ham10000_{recipe}"
     saved = run / "config.json"
     if saved.exists() and same_recipe(json.loads(saved.read_text()), config):
         print(f"reusing {run} (same recipe)")
-        return run
+        return run, True
     partial = run.with_name(run.name + ".partial")
     train(config, run, resume=(partial / "config.json").exists(), force=True)
-    return run
+    return run, False
 
 
 def scores(metrics: dict) -> dict:
@@ -262,7 +262,7 @@ def benchmark(recipe: str, out: Path, train_only: bool, ship: bool) -> None:
 
     started = time.monotonic()
     arch = RECIPES[recipe]["arch"]
-    trained = train_or_reuse(recipe)
+    trained, reused = train_or_reuse(recipe)
     if train_only:
         print(f"trained {trained}; run the same command without --train-only on a machine with TensorFlow")
         return
@@ -278,9 +278,9 @@ def benchmark(recipe: str, out: Path, train_only: bool, ship: bool) -> None:
         seconds[f"export_and_gate_{key}"] = round(time.monotonic() - clock, 1)
         bundles[key] = bundle_result(bundle, run, passed, seconds, key)
     seconds["this_invocation"] = round(time.monotonic() - started, 1)
-    # the training call's own wall clock when it ran in one go; else its phases (resumed runs lose start-ups)
-    train_seconds = state["seconds"].get("wall") or sum(state["seconds"].values())
-    chain = train_seconds + seconds["this_invocation"]
+    chain = seconds["this_invocation"]
+    if reused:  # add the earlier training call: its own wall clock, else its phases (resumed runs lose start-ups)
+        chain += state["seconds"].get("wall") or sum(state["seconds"].values())
     int8 = bundles["int8"]
     result = {
         **environment(),
