@@ -69,7 +69,7 @@ def _data_section(manifest: dict) -> list[str]:
     split = data["split"]
     shares = f"{1 - split['val'] - split['test']:.0%}/{split['val']:.0%}/{split['test']:.0%}"
     return [
-        f"{data['name']}. {manifest['licence']}: this bundle is for non-commercial use only.",
+        f"{data['name']}, under the licence above.",
         f"Split by lesion (`lesion_id`, never by image), stratified by class, seed {split['seed']}, "
         f"{shares} train/val/test; {split['images']['train']:,} / {split['images']['val']:,} / "
         f"{split['images']['test']:,} images. Every choice (epochs, decision rule, thresholds) was made on val.",
