@@ -8,6 +8,7 @@ intervals, so the numbers an app quotes were not fitted to the images they are m
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -56,7 +57,7 @@ def threshold_for(scores: np.ndarray, positive: np.ndarray, sensitivity: float) 
     if not len(ranked):
         return 0.0
     needed = int(np.ceil(sensitivity * len(ranked)))
-    return float(np.floor(min(ranked[max(needed, 1) - 1], MAX_THRESHOLD) * 1e6) / 1e6)
+    return math.floor(min(float(ranked[max(needed, 1) - 1]), MAX_THRESHOLD) * 1e6) / 1e6  # a float64, not float32
 
 
 def fit_points(val_probs: np.ndarray, val_labels: np.ndarray) -> list[OperatingPoint]:
