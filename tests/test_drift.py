@@ -253,3 +253,27 @@ def test_exit_codes(demo_bundle, int8_bundle, tmp_path, cli):
     assert cli("drift", "--bundle", str(int8_bundle), *LOOSE, "--out", str(tmp_path / "c")).returncode == 0
     missing = cli("drift", "--bundle", str(tmp_path / "nope"), check=False)
     assert missing.returncode == 2 and "bundle folder not found" in missing.stderr
+
+
+def test_the_gate_passes_at_its_limits_and_judges_every_referral_point():
+    labels = np.repeat([CLASSES.index("mel"), CLASSES.index("nv")], [50, 100])
+    before = np.eye(7)[labels] * 0.9 + 0.1 / 7
+    after = before.copy()
+    after[:3] = np.eye(7)[CLASSES.index("nv")] * 0.9 + 0.1 / 7  # 3 of 150 flip: agreement 0.98 exactly
+    comparison = compare(labels, before, after)
+    assert comparison["top1_agreement"] == pytest.approx(0.98)
+    assert comparison["recall_drop_points"]["mel"] == pytest.approx(6.0)  # 47/50 from 50/50
+    at_limits = Gate(min_agreement=0.98, max_balanced_accuracy_drop=3.0, max_recall_drop=6.0)
+    assert gate_failures(comparison, at_limits) == []  # on each limit is within it
+    points = [  # no positives for the first; then 45/50 -> 44/50, exactly the allowed 2 points; then a real move
+        {"name": name, "reference": {"sensitivity": {"value": a}}, "exported": {"sensitivity": {"value": b}}}
+        for name, a, b in (("empty", None, 0.5), ("at_limit", 45 / 50, 44 / 50), ("moved", 0.9, 0.8))
+    ]
+    failures = gate_failures(comparison, at_limits, points)
+    assert failures == ["sensitivity at moved moved -10.00 points > 2.0"]
+    just_over = Gate(min_agreement=0.99, max_balanced_accuracy_drop=2.9, max_recall_drop=5.9)
+    assert gate_failures(comparison, just_over) == [
+        "top-1 agreement 98.00% < 99%",
+        "balanced accuracy dropped 3.00 points > 2.9",
+        "mel recall dropped 6.00 points > 5.9",
+    ]

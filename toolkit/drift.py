@@ -74,22 +74,28 @@ def gate_failures(comparison: dict, gate: Gate, referral: list[dict] = ()) -> li
     A sensitivity that moves either way counts: the app quotes the reference's numbers.
     """
     failures = []
-    if comparison["top1_agreement"] < gate.min_agreement:
+    if _exact(comparison["top1_agreement"]) < gate.min_agreement:
         failures.append(f"top-1 agreement {comparison['top1_agreement']:.2%} < {gate.min_agreement:.0%}")
     drop = comparison["drop_points"]["balanced_accuracy"]
-    if drop > gate.max_balanced_accuracy_drop:
+    if _exact(drop) > gate.max_balanced_accuracy_drop:
         failures.append(f"balanced accuracy dropped {drop:.2f} points > {gate.max_balanced_accuracy_drop}")
     for name, class_drop in comparison["recall_drop_points"].items():
-        if class_drop > gate.max_recall_drop:
+        if _exact(class_drop) > gate.max_recall_drop:
             failures.append(f"{name} recall dropped {class_drop:.2f} points > {gate.max_recall_drop}")
     for point in referral:
         before, after = point["reference"]["sensitivity"]["value"], point["exported"]["sensitivity"]["value"]
         if before is None or after is None:
             continue  # no positive case in this split: nothing to hold
         drop = 100 * (before - after)
-        if abs(drop) > gate.max_sensitivity_drop:
+        if _exact(abs(drop)) > gate.max_sensitivity_drop:
             failures.append(f"sensitivity at {point['name']} moved {-drop:+.2f} points > {gate.max_sensitivity_drop}")
     return failures
+
+
+def _exact(value: float) -> float:
+    """``value`` without float noise: a recall falling from 45/50 to 44/50 dropped 2 points, not 2.0000000000000018,
+    and a gate that allows 2 must pass it."""
+    return round(value, 9)
 
 
 def operating_points(bundle: Bundle, run: Run) -> list[OperatingPoint]:
