@@ -277,3 +277,28 @@ def test_the_gate_passes_at_its_limits_and_judges_every_referral_point():
         "balanced accuracy dropped 3.00 points > 2.9",
         "mel recall dropped 6.00 points > 5.9",
     ]
+
+
+def test_compare_reports_every_field_it_promises():
+    from scipy.special import rel_entr
+    from sklearn.metrics import confusion_matrix
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 7, 60)
+    before = rng.dirichlet(np.ones(7), 60)
+    after = 0.7 * before + 0.3 * rng.dirichlet(np.ones(7), 60)
+    comparison = compare(labels, before, after)
+    assert set(comparison) == {
+        "images", "top1_agreement", "before", "after", "drop_points", "recall_drop_points", "mean_abs_prob_diff",
+        "max_abs_prob_diff", "mean_kl_divergence", "changed", "confusion_before", "confusion_after",
+    }  # fmt: skip
+    assert comparison["images"] == 60
+    assert set(comparison["before"]) == set(comparison["after"]) == {"accuracy", "balanced_accuracy", "macro_f1", "ece"}
+    assert set(comparison["drop_points"]) == {"accuracy", "balanced_accuracy", "macro_f1"}
+    changed = np.flatnonzero(before.argmax(1) != after.argmax(1))
+    assert comparison["changed"] == changed.tolist() and len(changed) > 0
+    assert comparison["mean_abs_prob_diff"] == pytest.approx(np.abs(before - after).mean())
+    assert comparison["max_abs_prob_diff"] == pytest.approx(np.abs(before - after).max())
+    assert comparison["mean_kl_divergence"] == pytest.approx(rel_entr(before, after).sum(axis=1).mean(), rel=1e-3)
+    for key, probs in (("confusion_before", before), ("confusion_after", after)):
+        assert comparison[key] == confusion_matrix(labels, probs.argmax(1), labels=range(7)).tolist()

@@ -353,3 +353,17 @@ def test_export_refuses_a_manifest_that_disagrees_with_the_run(small_run, tmp_pa
     result = cli("export", "--run", str(small_run), "--quantize", "float16", "--out", str(out), check=False)
     _one_line_error(result, "manifest says resize_mode pad but")
     assert "trained with squash" in result.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("count", [299, 300, 301])
+def test_calibration_quota_shares_half_equally_and_half_by_class_share(count):
+    from toolkit.export.calibration import stratified_sample
+
+    sizes = np.array([30, 50, 110, 10, 110, 670, 20])
+    table = pd.DataFrame({"image_id": [f"i{n}" for n in range(sizes.sum())], "label": np.repeat(CLASSES, sizes)})
+    sample = stratified_sample(table, count, seed=0)
+    counts = sample["label"].value_counts().reindex(CLASSES).to_numpy()
+    equal, by_share = count // (2 * len(CLASSES)), np.floor(sizes / sizes.sum() * count / 2).astype(int)
+    assert len(sample) == count and sample["image_id"].is_unique
+    assert (counts >= np.minimum(sizes, equal + by_share)).all() and (counts <= sizes).all()
+    assert counts.sum() - np.minimum(sizes, equal + by_share).sum() < count // 10  # the top-up is a remainder only
