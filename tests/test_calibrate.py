@@ -127,3 +127,17 @@ def test_the_shift_and_temperature_are_the_documented_ones():
     shifted = np.log(probs) + expected_shift
     losses = [log_loss(labels, softmax(shifted / t), labels=range(len(CLASSES))) for t in TEMPERATURES]
     assert decision.temperature == pytest.approx(TEMPERATURES[int(np.argmin(losses))])
+
+
+def test_a_class_missing_from_train_or_val_still_gets_a_finite_decision():
+    """A small or odd dataset: vasc absent from train (its prior comes from the add-one count) and df absent from val
+    (the log-loss still spans all seven outputs)."""
+    probs, labels, train_labels = skewed_predictions(seed=2)
+    vasc, df = CLASSES.index("vasc"), CLASSES.index("df")
+    train_labels = train_labels[train_labels != vasc]
+    keep = labels != df
+    decision = fit_decision(probs[keep], labels[keep], train_labels, "macro_f1")
+    counts = np.bincount(train_labels, minlength=len(CLASSES)) + 1.0
+    assert counts[vasc] == 1 and np.isfinite(decision.shift).all() and len(decision.shift) == len(CLASSES)
+    assert decision.shift == pytest.approx((-decision.tau * np.log(counts / counts.sum())).tolist())
+    assert decision.objective == "macro_f1" and 0.2 < decision.temperature < 5.0

@@ -86,6 +86,7 @@ def test_a_threshold_stays_within_reach_of_an_8_bit_output_and_below_the_score_t
     assert MAX_THRESHOLD == 255 / 256 and MAX_THRESHOLD - 1e-6 <= threshold <= MAX_THRESHOLD
     as_uint8 = np.clip(np.round(sure * 256), 0, 255) / 256  # what an int8 bundle's output dequantises to
     assert (as_uint8[positive] >= threshold).all()  # above 255/256 not one of them could be referred
+    assert threshold_for(sure, np.zeros(4, bool), 0.9) == 0.0  # no positive on val: refer everyone, never no one
     one = threshold_for(np.array([0.1287238], dtype=np.float32), np.array([True]), 0.9)  # a model's float32 output
     assert one == 0.128723 and one <= 0.1287238  # 6 decimals, rounded down: the positive stays referred
     assert repr(one) == "0.128723"  # written to the manifest as typed, not as float32's 0.12872299551963806
