@@ -90,3 +90,33 @@ def test_a_threshold_stays_within_reach_of_an_8_bit_output_and_below_the_score_t
     one = threshold_for(np.array([0.1287238], dtype=np.float32), np.array([True]), 0.9)  # a model's float32 output
     assert one == 0.128723 and one <= 0.1287238  # 6 decimals, rounded down: the positive stays referred
     assert repr(one) == "0.128723"  # written to the manifest as typed, not as float32's 0.12872299551963806
+
+
+def test_every_field_of_a_point_and_of_its_assessment_is_what_it_says():
+    from toolkit.referral import SCORES, as_dict, from_dict
+
+    rng = np.random.default_rng(4)
+    labels = rng.choice([MEL, BCC, NV], size=200, p=[0.2, 0.1, 0.7])
+    probs = probabilities(np.clip(np.where(labels != NV, 0.6, 0.25) + rng.normal(0, 0.2, 200), 0, 1))
+    for point in fit_points(probs, labels):
+        assert (
+            point.classes == SCORES[point.score]
+            and point.name == f"{point.score}_sens{point.target_sensitivity:.0%}"[:-1]
+        )
+        assert point.target_sensitivity in (0.90, 0.95)
+        positive, scores = np.isin(labels, [CLASSES.index(c) for c in point.classes]), score(probs, point.classes)
+        refer = point.refers(probs)
+        assert refer.tolist() == (scores >= point.threshold).tolist()
+        assert refer[positive].sum() == np.ceil(point.target_sensitivity * positive.sum())  # the one that set it too
+        assert point.val_sensitivity == refer[positive].mean() and point.val_specificity == (~refer[~positive]).mean()
+        assert as_dict(point)["classes"] == list(point.classes) and from_dict(as_dict(point)) == point
+        result = assess(point, probs, labels, samples=300, seed=5)
+        assert result == assess(point, probs, labels, samples=300, seed=5)  # seeded: the card does not change
+        assert (result["referred"], result["images"]) == (int(refer.sum()), 200)
+        rows = np.random.default_rng(5).integers(0, 200, (300, 200))
+        resampled_sensitivity = (refer[rows] & positive[rows]).sum(1) / positive[rows].sum(1)
+        low, high = np.percentile(resampled_sensitivity, [2.5, 97.5])
+        assert result["sensitivity"]["ci95"] == [round(low, 4), round(high, 4)]
+    no_melanoma = np.where(labels == MEL, BCC, labels)
+    melanoma = [p for p in fit_points(probs, no_melanoma) if p.score == "melanoma"]
+    assert all(p.val_sensitivity == 0.0 and p.threshold == 0.0 for p in melanoma)
