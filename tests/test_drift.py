@@ -17,7 +17,7 @@ from ai_edge_litert.interpreter import Interpreter
 from conftest import HAM, REPO, toolkit_cli
 
 from toolkit.classes import CLASSES
-from toolkit.drift import Gate, compare, gate_failures
+from toolkit.drift import Gate, changed_by_class, compare, gate_failures
 
 DEMO_GATE = [
     *("--min-agreement", "0.95", "--max-balanced-accuracy-drop", "4", "--max-recall-drop", "25"),
@@ -121,6 +121,17 @@ def test_the_gate_weighs_classes_not_images_when_they_are_imbalanced():
     assert gate_failures(comparison, lenient) == []
 
 
+def test_changed_images_are_counted_by_class_never_named():
+    labels = np.array([0, 0, 0, 1, 5, 5])
+    before = np.eye(7)[[0, 0, 0, 1, 5, 5]]
+    after = np.eye(7)[[2, 2, 0, 1, 4, 2]]
+    assert changed_by_class([0, 1, 4, 5], labels, before, after) == [
+        {"label": "akiec", "reference": "akiec", "exported": "bkl", "images": 2},
+        {"label": "nv", "reference": "nv", "exported": "bkl", "images": 1},
+        {"label": "nv", "reference": "nv", "exported": "mel", "images": 1},
+    ]
+
+
 def test_a_good_export_passes_and_records_its_drift(demo_bundle, cli):
     manifest = json.loads((demo_bundle / "manifest.json").read_text())
     assert manifest["drift"]["passed"] and manifest["drift"]["top1_agreement"] >= 0.95
@@ -129,6 +140,9 @@ def test_a_good_export_passes_and_records_its_drift(demo_bundle, cli):
     report = json.loads((demo_bundle / "drift" / "drift.json").read_text())
     assert report["device_drift"]["max_abs_prob_diff"] < 1e-4  # trained and checked on the same CPU
     assert {p.name for p in (demo_bundle / "drift").iterdir()} == {"drift.json", "drift.md", "drift.png"}
+    for name in ("drift.json", "drift.md"):  # committed with a bundle: no image id of the dataset in it
+        assert "DEMO_" not in (demo_bundle / "drift" / name).read_text()
+    assert sum(c["images"] for c in report["changed_by_class"]) == len(report["total"]["changed"])
     standalone = cli("drift", "--bundle", str(demo_bundle), *DEMO_GATE, "--out", str(demo_bundle.parent / "report"))
     assert "Gate PASSED" in standalone.stdout
     assert standalone.stdout.startswith("warning: demo was trained on the synthetic DEMO set, not dermoscopy")

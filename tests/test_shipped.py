@@ -60,3 +60,13 @@ def test_drift_passes_against_the_committed_run_from_anywhere(tmp_path):
     report = json.loads((tmp_path / "report" / "drift.json").read_text())
     assert report["run"] == "models/ham10000_mobilenet_v2" and report["images"] == manifest()["drift"]["images"]
     assert report["total"]["top1_agreement"] == pytest.approx(manifest()["drift"]["top1_agreement"], abs=1e-4)
+
+
+def test_nothing_committed_carries_the_datasets_image_ids():
+    """Image ids with their diagnoses are HAM10000's metadata (CC BY-NC-SA): they stay in ../shared."""
+    import re
+
+    ids = re.compile(r"(ISIC|HAM)_\d{7}")
+    committed = [REPO / "flutter_assets", REPO / "models", REPO / "benchmarks" / "results"]
+    texts = [p for folder in committed for p in folder.rglob("*") if p.suffix in {".json", ".md", ".csv", ".txt"}]
+    assert len(texts) > 10 and not [p for p in texts if ids.search(p.read_text())]
