@@ -136,17 +136,14 @@ def _rebuilt_split(path: Path, config: dict) -> pd.DataFrame:
     Its split is rebuilt from the data as training built it (the split is deterministic) and checked
     against the digest the pack recorded.
     """
-    from toolkit.data.split import limit_per_split, prepare_splits
+    from toolkit.data.split import run_split
 
     data = find_portable(config["data"], path)
     if not data.exists():
         raise ToolkitError(f"{path} rebuilds its split from {data}, which does not exist: put the dataset there")
-    seed = config.get("seed", 0)
-    table = prepare_splits(
-        data, val=config.get("val", 0.15), test=config.get("test", 0.15), seed=seed, check_images=False
-    ).table
-    if config.get("limit"):
-        table = limit_per_split(table, config["limit"], seed)
+    table = run_split(
+        data, config.get("val", 0.15), config.get("test", 0.15), config.get("seed", 0), config.get("limit", 0)
+    )
     expected = json.loads((path / SPLIT_DIGEST).read_text())["sha256"]
     ordered = table.sort_values("image_id", kind="stable")
     if split_digest(ordered["image_id"], ordered["split"]) != expected:

@@ -30,8 +30,8 @@ from toolkit.calibrate import OBJECTIVES, fit_decision, fold_into_head
 from toolkit.classes import CLASSES
 from toolkit.data.images import RESIZE_MODES, load_images
 from toolkit.data.pipeline import AugmentConfig, ImageBatches, class_weights
-from toolkit.data.readers import SPLITS, check_classes, detect_layout, read_manifest
-from toolkit.data.split import limit_per_split, prepare_splits, write_manifest
+from toolkit.data.readers import SPLITS, check_classes, read_manifest
+from toolkit.data.split import run_split, write_manifest
 from toolkit.errors import ToolkitError
 from toolkit.evaluate import compute_metrics, plot_confusion, plot_history, write_json
 from toolkit.model import backbone_spec, build_classifier, set_phase
@@ -197,12 +197,7 @@ def _save_state(run: Path, state: dict) -> None:
 
 def _prepare_table(config: TrainConfig, demo_root: Path | None) -> pd.DataFrame:
     source = demo_root or Path(config.data)
-    if source.exists() and detect_layout(source) == "manifest":
-        table = read_manifest(source).table
-    else:
-        table = prepare_splits(source, val=config.val, test=config.test, seed=config.seed, check_images=False).table
-    if config.limit:
-        table = limit_per_split(table, config.limit, config.seed)
+    table = run_split(source, config.val, config.test, config.seed, config.limit)
     for split in SPLITS:
         if not (table["split"] == split).any():
             raise ToolkitError(f"the {split} split of {source} is empty")

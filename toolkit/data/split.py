@@ -18,7 +18,7 @@ import pandas as pd
 
 from toolkit.classes import CLASSES
 from toolkit.data.images import NPZ_SEPARATOR, _read_npz_image, load_images
-from toolkit.data.readers import SPLITS, check_classes, read_dataset
+from toolkit.data.readers import SPLITS, check_classes, detect_layout, read_dataset, read_manifest
 from toolkit.errors import ToolkitError
 from toolkit.paths import checkout_root
 
@@ -170,6 +170,16 @@ def prepare_splits(
         check_classes(table, f"{root} after skipping bad files")
     table = official_split(table) if keep_official else split_by_lesion(table, val, test, seed)
     return PreparedSplits(table, dataset.source, dataset.has_lesion_ids, audit_splits(table), skipped)
+
+
+def run_split(source: Path, val: float = 0.15, test: float = 0.15, seed: int = 0, limit: int = 0) -> pd.DataFrame:
+    """The split a training run uses: a split manifest as written, or the data split by lesion; then at most
+    ``limit`` images per split. Deterministic, so a packed run can rebuild it instead of carrying it."""
+    if source.exists() and detect_layout(source) == "manifest":
+        table = read_manifest(source).table
+    else:
+        table = prepare_splits(source, val=val, test=test, seed=seed, check_images=False).table
+    return limit_per_split(table, limit, seed) if limit else table
 
 
 def limit_per_split(table: pd.DataFrame, limit: int, seed: int = 0) -> pd.DataFrame:
