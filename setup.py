@@ -19,6 +19,7 @@ setup(
         "litert-quantizer>=0.11",
         "opencv-python-headless>=4.10",
         "scikit-learn>=1.5",
+        "scipy>=1.10",  # softmax; scikit-learn depends on it anyway
         "pandas>=2.2",
         "numpy>=1.26",
         "tqdm>=4.66",

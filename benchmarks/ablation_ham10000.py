@@ -36,7 +36,8 @@ RESULT = "ablation_ham10000.json"
 
 def undo_decision(run) -> dict:
     """The base run's test predictions without the folded prior shift and temperature."""
-    from toolkit.calibrate import softmax
+    from scipy.special import softmax
+
     from toolkit.evaluate import compute_metrics
     from toolkit.runs import open_run
 
@@ -44,7 +45,7 @@ def undo_decision(run) -> dict:
     with np.load(run / "reference.npz") as reference:
         probs, labels = reference["test_probs"], reference["test_labels"]
     logits = np.log(np.clip(probs, 1e-12, 1)) * decision["temperature"] - np.asarray(decision["shift"])
-    return compute_metrics(labels, softmax(logits))
+    return compute_metrics(labels, softmax(logits, axis=1))
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.special import softmax
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss
 
 from toolkit.classes import CLASSES
@@ -51,11 +52,6 @@ class Decision:
         return asdict(self)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def smallest_near_best(scores: np.ndarray) -> int:
     """The index into ``TAUS`` of the smallest shift that scores within ``TOLERANCE`` of the best."""
     near_best = np.flatnonzero(scores >= scores.max() - TOLERANCE)
@@ -77,7 +73,7 @@ def fit_decision(probs: np.ndarray, labels: np.ndarray, train_labels: np.ndarray
     shift = -TAUS[best] * log_prior
     shifted = logits + shift
     classes = list(range(len(CLASSES)))
-    losses = [log_loss(labels, softmax(shifted / t), labels=classes) for t in TEMPERATURES]
+    losses = [log_loss(labels, softmax(shifted / t, axis=1), labels=classes) for t in TEMPERATURES]
     return Decision(
         objective,
         float(TAUS[best]),
