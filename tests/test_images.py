@@ -49,3 +49,87 @@ def test_load_images_skips_bad_files_only_when_asked(ham_subset):
     loaded = load_images(paths, 32, skip_bad=True)
     assert len(loaded.images) == len(paths) - 1 and 2 not in loaded.kept
     assert loaded.skipped == [(paths[2], f"image file not found: {paths[2]}")]
+
+
+def _bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def _truncate(path):
+    return _bytes(path, (HAM / "images" / "ISIC_0024306.jpg").read_bytes()[:3000])
+
+
+def _write(path, pixels):
+    cv2.imwrite(str(path), pixels)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda folder: folder / "gone.jpg", "image file not found: {}"),
+        (lambda folder: folder, "cannot read image {}: Is a directory"),
+        (lambda folder: _truncate(folder / "cut.jpg"), "truncated JPEG (no end-of-image marker): {}"),
+        (
+            lambda folder: _bytes(folder / "text.jpg", b"not a picture"),
+            "unreadable image (not a JPEG/PNG OpenCV can decode): {}",
+        ),
+        (
+            lambda folder: _write(folder / "grey.png", np.full((9, 7), 99, np.uint8)),
+            "grayscale image, expected RGB colour: {}",
+        ),
+        (
+            lambda folder: _write(folder / "rgba.png", np.full((9, 7, 4), 99, np.uint8)),
+            "RGBA image with an alpha channel, expected RGB: {}",
+        ),
+        (
+            lambda folder: _write(folder / "deep.png", np.full((9, 7, 3), 999, np.uint16)),
+            "uint16 image, expected 8-bit RGB: {}",
+        ),
+    ],
+    ids=["missing", "directory", "truncated", "unreadable", "grayscale", "rgba", "16-bit"],
+)
+def test_decode_refuses_each_fault_by_name_and_file(tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(ToolkitError) as error:
+        decode_image(path)
+    assert str(error.value) == message.format(path)
+
+
+def test_a_complete_jpeg_padded_with_zero_bytes_still_decodes(tmp_path):
+    """Some cameras and uploaders pad a JPEG after its end-of-image marker; only a missing marker is truncation."""
+    original = HAM / "images" / "ISIC_0024306.jpg"
+    padded = _bytes(tmp_path / "padded.jpg", original.read_bytes() + b"\x00" * 64)
+    assert np.array_equal(decode_image(padded), decode_image(original))
+
+
+def test_npz_addresses_read_colour_and_expand_grayscale(tmp_path):
+    colour, grey = np.arange(2 * 4 * 5 * 3, dtype=np.uint8).reshape(2, 4, 5, 3), np.full((3, 4, 5), 7, np.uint8)
+    np.savez(tmp_path / "set.npz", val_images=colour, test_images=grey)
+    assert np.array_equal(decode_image(f"{tmp_path / 'set.npz'}#val/1"), colour[1])
+    expanded = decode_image(f"{tmp_path / 'set.npz'}#test/2")
+    assert expanded.shape == (4, 5, 3) and (expanded == 7).all()
+
+
+@pytest.mark.parametrize(("size", "interpolation"), [(64, cv2.INTER_AREA), (176, cv2.INTER_LINEAR)])
+def test_squash_shrinks_by_area_and_enlarges_bilinearly(size, interpolation):
+    """200x150 to 176x176 has more pixels than the original, so it enlarges (bilinear); 64x64 shrinks (area)."""
+    image = decode_image(HAM / "images" / "ISIC_0024306.jpg")
+    assert np.array_equal(resize_image(image, size), cv2.resize(image, (size, size), interpolation=interpolation))
+
+
+def test_pad_centres_a_portrait_image_with_the_odd_pixel_on_the_right():
+    image = np.full((150, 101, 3), 255, np.uint8)  # portrait: 64 rows, 101 * 64/150 = 43.1 -> 43 columns
+    padded = resize_image(image, 64, "pad")
+    columns = np.flatnonzero(padded.max(axis=(0, 2)))
+    assert padded.shape == (64, 64, 3) and padded[:, columns].min() == 255
+    assert (columns[0], 63 - columns[-1]) == (10, 11)  # 21 black columns: 10 left, 11 right
+
+
+def test_load_images_only_checks_when_given_no_size(ham_subset):
+    paths = sorted(str(p) for p in (ham_subset / "images").iterdir())[:5]
+    paths.append(str(_bytes(ham_subset / "text.jpg", b"not a picture")))
+    loaded = load_images(paths, None, skip_bad=True, workers=1)
+    assert loaded.images.shape == (5, 0, 0, 3) and loaded.kept.tolist() == [0, 1, 2, 3, 4]
+    assert [path for path, _ in loaded.skipped] == [paths[5]]
