@@ -355,7 +355,7 @@ def test_export_refuses_a_manifest_that_disagrees_with_the_run(small_run, tmp_pa
     assert "trained with squash" in result.stderr and not out.exists()
 
 
-@pytest.mark.parametrize("count", [299, 300, 301])
+@pytest.mark.parametrize("count", [14, 299, 300, 301])
 def test_calibration_quota_shares_half_equally_and_half_by_class_share(count):
     from toolkit.export.calibration import stratified_sample
 
@@ -366,4 +366,20 @@ def test_calibration_quota_shares_half_equally_and_half_by_class_share(count):
     equal, by_share = count // (2 * len(CLASSES)), np.floor(sizes / sizes.sum() * count / 2).astype(int)
     assert len(sample) == count and sample["image_id"].is_unique
     assert (counts >= np.minimum(sizes, equal + by_share)).all() and (counts <= sizes).all()
-    assert counts.sum() - np.minimum(sizes, equal + by_share).sum() < count // 10  # the top-up is a remainder only
+    assert counts.sum() - np.minimum(sizes, equal + by_share).sum() < max(count // 10, 4)  # a remainder only
+    assert sample["image_id"].tolist() == sorted(sample["image_id"])
+
+
+@pytest.mark.parametrize("count", range(7, 14))
+def test_a_small_calibration_sample_has_one_image_per_class_and_the_rest_by_share(count):
+    """Below 14 images the equal half is empty: one image each, the remainder to the largest classes (nv first)."""
+    sizes = np.array([30, 50, 110, 10, 110, 670, 20])
+    table = pd.DataFrame({"image_id": [f"i{n}" for n in range(sizes.sum())], "label": np.repeat(CLASSES, sizes)})
+    counts = stratified_sample(table, count)["label"].value_counts().reindex(CLASSES).to_numpy()
+    assert counts.sum() == count and counts.min() == 1 and counts[CLASSES.index("nv")] == counts.max()
+
+
+def test_calibration_needs_one_image_per_class():
+    table = pd.DataFrame({"image_id": [f"i{n}" for n in range(70)], "label": np.repeat(CLASSES, 10)})
+    with pytest.raises(ToolkitError, match="at least 7 images \\(one per class\\); got 6"):
+        stratified_sample(table, 6)

@@ -26,6 +26,8 @@ def stratified_sample(rows: pd.DataFrame, count: int, seed: int = 0, where: str 
     sizes = rows["label"].value_counts().reindex(CLASSES).to_numpy()
     quota = np.minimum(sizes, count // (2 * len(CLASSES)) + np.floor(sizes / sizes.sum() * count / 2).astype(int))
     quota = np.maximum(quota, 1)
+    while quota.sum() > count:  # below 14 images, one each can overshoot: the largest class gives some back
+        quota[np.argmax(quota)] -= 1
     rng = np.random.default_rng(seed)
     while quota.sum() < min(count, sizes.sum()):  # hand out what rounding and small classes left over
         quota[rng.choice(np.flatnonzero(quota < sizes))] += 1
