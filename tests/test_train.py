@@ -22,7 +22,7 @@ from toolkit.cli import main
 from toolkit.errors import ToolkitError
 from toolkit.evaluate import evaluate_runs
 from toolkit.model import backbone_of
-from toolkit.train import SNAPSHOTS, EpochReport, TrainConfig, _average_snapshots, train
+from toolkit.train import SNAPSHOTS, EpochReport, TrainConfig, _average_snapshots, train, uses_bn_fix
 
 TINY = TrainConfig(
     data=str(HAM), arch="mobilenet_v2", alpha=0.35, input_size=64, weights="none",
@@ -237,6 +237,15 @@ def test_pretrained_batchnorm_statistics_survive_train_only_with_the_fix(bn_fix,
         assert moved == [] and not any(layer.trainable for layer in norms)
     else:
         assert len(moved) == 2 * len(norms)  # the original failure: every statistic replaced by batch estimates
+
+
+@pytest.mark.parametrize(
+    ("bn_fix", "weights", "expected"),
+    [(True, "imagenet", True), (True, "/path/to/weights.h5", True), (False, "imagenet", False), (True, "none", False)],
+)
+def test_the_fix_applies_when_there_are_pretrained_statistics_to_keep(bn_fix, weights, expected):
+    """The decision the test above exercises through ``train``, for every kind of ``--weights``."""
+    assert uses_bn_fix(replace(TINY, bn_fix=bn_fix, weights=weights)) is expected
 
 
 def test_the_small_run_learns_far_above_a_constant_or_shuffled_answer(small_run):

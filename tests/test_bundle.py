@@ -1,0 +1,146 @@
+"""Reading a bundle as an app does: the manifest's checks, its input and output arithmetic, its flags.
+
+These run on a copy of the committed float16 bundle (no conversion, a second each), so the mutation
+pass (``make mutation``) can afford them; the contract and export tests cover bundles the toolkit builds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import HAM, REPO
+
+from toolkit.bundle import NOT_A_DEVICE, Bundle, dequantize_output, quantize_input
+from toolkit.classes import CLASSES
+from toolkit.errors import ToolkitError
+
+SHIPPED = REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16"
+IMAGES = [HAM / "images" / f"ISIC_00{n}.jpg" for n in (24306, 24307, 24308)]
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    return Path(shutil.copytree(SHIPPED, tmp_path / "bundle"))
+
+
+def edit_manifest(bundle: Path, change) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    change(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_uint8_input_is_the_raw_bytes_and_int8_is_shifted_by_128():
+    images = np.array([[0, 1, 127, 128, 254, 255]], np.uint8)
+    assert quantize_input(images, "uint8", 1.0, 0).tolist() == images.tolist()
+    assert quantize_input(images, "uint8", 1.0, 0).dtype == np.uint8
+    shifted = quantize_input(images, "int8", 1.0, -128)
+    assert shifted.dtype == np.int8 and shifted.tolist() == [[-128, -127, -1, 0, 126, 127]]
+    floats = quantize_input(images, "float32", 1.0, 0)
+    assert floats.dtype == np.float32 and floats.tolist() == images.astype(float).tolist()
+
+
+def test_input_quantization_rounds_half_to_even_and_clips_to_the_dtype():
+    images = np.array([[1, 3, 5, 200]], np.uint8)
+    assert quantize_input(images, "uint8", 2.0, 3).tolist() == [[3, 5, 5, 103]]  # 0.5 -> 0, 1.5 -> 2, 2.5 -> 2
+    assert quantize_input(images, "uint8", 0.5, 0).tolist() == [[2, 6, 10, 255]]  # 400 clipped
+    assert quantize_input(images, "int8", 1.0, -100).tolist() == [[-99, -97, -95, 100]]
+    assert quantize_input(np.array([[0, 255]], np.uint8), "int8", 0.5, 0).tolist() == [[0, 127]]
+
+
+def test_output_dequantization_uses_scale_and_zero_point():
+    raw = np.array([0, 128, 255], np.uint8)
+    assert dequantize_output(raw, "uint8", 1 / 256, 0).tolist() == [0.0, 0.5, 255 / 256]
+    assert dequantize_output(raw.astype(np.int16) - 128, "int8", 1 / 256, -128).tolist() == [0.0, 0.5, 255 / 256]
+    probs = np.array([0.25, 0.75], np.float32)
+    assert dequantize_output(probs, "float32", 1 / 256, 5).tolist() == [0.25, 0.75]
+
+
+def test_the_shipped_bundle_reads_as_its_manifest_says(bundle):
+    opened = Bundle.open(bundle)
+    assert opened.labels == list(CLASSES) and opened.input_size == 176 and opened.resize_mode == "squash"
+    assert not opened.is_demo and opened.demo_warning() is None
+    default, points = opened.operating_points()
+    assert default == "malignant_sens95" and [p.name for p in points][:2] == ["malignant_sens90", default]
+    assert points[1].threshold == pytest.approx(0.139913) and points[1].classes == ("mel", "bcc", "akiec")
+    assert opened.manifest["disclaimer"] == NOT_A_DEVICE
+
+
+def test_predict_feeds_the_manifests_preprocessing_to_the_model(bundle):
+    from ai_edge_litert.interpreter import Interpreter
+
+    opened = Bundle.open(bundle)
+    images = opened.load([str(path) for path in IMAGES])
+    assert np.array_equal(images[1], opened.preprocess(IMAGES[1]))
+    rgb = cv2.cvtColor(cv2.imread(str(IMAGES[1])), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(images[1], cv2.resize(rgb, (176, 176), interpolation=cv2.INTER_LINEAR))  # 200x150 grows
+    probs = opened.predict(images)
+    direct = Interpreter(str(bundle / "model.tflite"))
+    direct.allocate_tensors()
+    for image, answer in zip(images, probs, strict=True):
+        direct.set_tensor(direct.get_input_details()[0]["index"], image[None].astype(np.float32))
+        direct.invoke()
+        assert np.allclose(answer, direct.get_tensor(direct.get_output_details()[0]["index"])[0], atol=1e-5)
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-3) and not np.allclose(probs[0], probs[2], atol=0.01)
+
+
+@pytest.mark.parametrize(
+    "flag", [lambda m: m["training_data"].update(demo=True), lambda m: m.update(source={"data": "demo"})]
+)
+def test_a_demo_bundle_says_so(bundle, flag):
+    edit_manifest(bundle, flag)
+    opened = Bundle.open(bundle)
+    assert opened.is_demo
+    assert opened.demo_warning() == (
+        "warning: bundle was trained on the synthetic DEMO set, not dermoscopy: its answers on real images mean nothing"
+    )
+
+
+def test_a_bundle_without_referral_points_has_none(bundle):
+    edit_manifest(bundle, lambda m: m.pop("referral"))
+    assert Bundle.open(bundle).operating_points() == ("", [])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda b: shutil.rmtree(b), "bundle folder not found: {b}"),
+        (
+            lambda b: (b / "model.tflite").unlink(),
+            "no model.tflite in bundle {b}: export one with `python -m toolkit export`",
+        ),
+        (
+            lambda b: (b / "labels.txt").unlink(),
+            "no labels.txt in bundle {b}: export one with `python -m toolkit export`",
+        ),
+        (
+            lambda b: (b / "manifest.json").unlink(),
+            "no manifest.json in bundle {b}: export one with `python -m toolkit export`",
+        ),
+        (
+            lambda b: (b / "manifest.json").write_text("{"),
+            "cannot parse {b}/manifest.json: Expecting property name enclosed in double quotes: line 1 column 2"
+            " (char 1)",
+        ),
+        (
+            lambda b: edit_manifest(b, lambda m: m.update(schema_version=2)),
+            "{b}/manifest.json has schema version 2; this toolkit reads version 1",
+        ),
+        (
+            lambda b: edit_manifest(b, lambda m: m.pop("schema_version")),
+            "{b}/manifest.json has schema version None; this toolkit reads version 1",
+        ),
+        (lambda b: (b / "labels.txt").write_text("a\nb\n"), "{b}/labels.txt has 2 labels but the model has 7 outputs"),
+    ],
+    ids=["no folder", "no model", "no labels", "no manifest", "bad json", "schema 2", "no schema", "labels"],
+)
+def test_open_refuses_a_broken_bundle_by_file(bundle, damage, message):
+    damage(bundle)
+    with pytest.raises(ToolkitError) as error:
+        Bundle.open(bundle)
+    assert str(error.value) == message.format(b=bundle)
+
