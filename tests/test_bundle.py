@@ -144,3 +144,16 @@ def test_open_refuses_a_broken_bundle_by_file(bundle, damage, message):
         Bundle.open(bundle)
     assert str(error.value) == message.format(b=bundle)
 
+
+def test_the_model_must_take_the_input_and_give_the_outputs_the_manifest_and_labels_say(bundle):
+    edit_manifest(bundle, lambda m: m["input"].update(shape=[1, 160, 160, 3]))
+    with pytest.raises(ToolkitError) as error:
+        Bundle.open(bundle).interpreter()
+    assert str(error.value) == (
+        f"{bundle}/model.tflite takes input [1, 176, 176, 3], but {bundle}/manifest.json says [1, 160, 160, 3]"
+    )
+    edit_manifest(bundle, lambda m: (m["input"].update(shape=[1, 176, 176, 3]), m["output"].update(shape=[1, 8])))
+    (bundle / "labels.txt").write_text("\n".join([*CLASSES, "extra"]))
+    with pytest.raises(ToolkitError) as error:
+        Bundle.open(bundle).interpreter()
+    assert str(error.value) == f"{bundle}/model.tflite has 7 outputs but {bundle}/labels.txt has 8 labels"

@@ -120,10 +120,9 @@ class Bundle:
         runner = interpreter(str(self.path / MODEL), threads=threads, xnnpack=xnnpack)
         details = runner.get_input_details()[0]
         expected = self.manifest["input"]["shape"]
-        if list(details["shape"]) != expected:
-            raise ToolkitError(
-                f"{self.path / MODEL} takes input {list(details['shape'])}, but {self.path / MANIFEST} says {expected}"
-            )
+        shape = details["shape"].tolist()
+        if shape != expected:
+            raise ToolkitError(f"{self.path / MODEL} takes input {shape}, but {self.path / MANIFEST} says {expected}")
         outputs = int(runner.get_output_details()[0]["shape"][-1])
         if outputs != len(self.labels):
             raise ToolkitError(
