@@ -6,6 +6,7 @@ pass (``make mutation``) can afford them; the contract and export tests cover bu
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from conftest import HAM, REPO
 
 from toolkit.bundle import NOT_A_DEVICE, Bundle, dequantize_output, quantize_input
 from toolkit.classes import CLASSES
+from toolkit.data.images import decode_image, resize_image
 from toolkit.errors import ToolkitError
 
 SHIPPED = REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16"
@@ -157,3 +159,34 @@ def test_the_model_must_take_the_input_and_give_the_outputs_the_manifest_and_lab
     with pytest.raises(ToolkitError) as error:
         Bundle.open(bundle).interpreter()
     assert str(error.value) == f"{bundle}/model.tflite has 7 outputs but {bundle}/labels.txt has 8 labels"
+
+
+def test_input_and_output_follow_the_manifests_dtype_scale_and_zero_point(bundle):
+    """The app's arithmetic comes from the manifest alone: a uint8 manifest quantizes, even on a float model."""
+    edit_manifest(bundle, lambda m: (m["input"].update(dtype="uint8", scale=0.5, zero_point=3),
+                                     m["output"].update(dtype="uint8", scale=1 / 256, zero_point=2)))  # fmt: skip
+    opened = Bundle.open(bundle)
+    images = np.array([[[[1, 3, 100]]]], np.uint8)
+    assert opened.to_input(images).tolist() == [[[[5, 9, 203]]]] and opened.to_input(images).dtype == np.uint8
+    assert opened.from_output(np.array([2, 130, 255], np.uint8)).tolist() == [0.0, 0.5, 253 / 256]
+
+
+def test_loading_follows_the_manifests_resize_mode(bundle):
+    edit_manifest(bundle, lambda m: m["preprocessing"].update(resize_mode="pad"))
+    opened = Bundle.open(bundle)
+    padded = resize_image(decode_image(IMAGES[0]), 176, "pad")
+    assert np.array_equal(opened.load([str(IMAGES[0])])[0], padded) and np.array_equal(
+        opened.preprocess(IMAGES[0]), padded
+    )
+    assert padded[:22].max() == 0  # 200x150 -> 176x132: 22 black rows above
+
+
+def test_threads_and_xnnpack_reach_the_interpreter_and_probabilities_are_float32(bundle, monkeypatch):
+    convert = importlib.import_module("toolkit.export.convert")  # toolkit.export.convert is also a function
+    asked = []
+    real = convert.interpreter
+    monkeypatch.setattr(convert, "interpreter", lambda *a, **k: asked.append(k) or real(*a, **k))
+    opened = Bundle.open(bundle)
+    opened.interpreter(threads=1, xnnpack=False)
+    probs = opened.predict(opened.load([str(IMAGES[0])]), threads=2)
+    assert asked == [{"threads": 1, "xnnpack": False}, {"threads": 2, "xnnpack": True}] and probs.dtype == np.float32

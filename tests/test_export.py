@@ -223,8 +223,10 @@ def test_calibration_sample_is_stratified_and_seeded():
     assert counts["df"] == 10 and counts["nv"] > counts["mel"] > counts["vasc"]  # every df; nv still the most
     assert sample.equals(stratified_sample(table, 300, seed=1))
     assert not sample.equals(stratified_sample(table, 300, seed=2))
-    with pytest.raises(ToolkitError, match="has no df images"):
+    with pytest.raises(ToolkitError, match=r"^calibration needs every class, but the training split has no df images$"):
         stratified_sample(table[table["label"] != "df"], 300)
+    with pytest.raises(ToolkitError, match=r"has no df, vasc images$"):
+        stratified_sample(table[~table["label"].isin(["df", "vasc"])], 300, where="run x")
 
 
 def test_predict_prints_the_top_classes(int8_bundle, cli):
@@ -377,6 +379,20 @@ def test_a_small_calibration_sample_has_one_image_per_class_and_the_rest_by_shar
     table = pd.DataFrame({"image_id": [f"i{n}" for n in range(sizes.sum())], "label": np.repeat(CLASSES, sizes)})
     counts = stratified_sample(table, count)["label"].value_counts().reindex(CLASSES).to_numpy()
     assert counts.sum() == count and counts.min() == 1 and counts[CLASSES.index("nv")] == counts.max()
+
+
+def test_calibration_shares_are_exact_when_nothing_rounds_or_runs_out():
+    """Equal classes, 140 images: 10 each from the equal half and 10 each by share, no random top-up."""
+    table = pd.DataFrame({"image_id": [f"i{n}" for n in range(700)], "label": np.repeat(CLASSES, 100)})
+    assert (stratified_sample(table, 140)["label"].value_counts() == 20).all()
+
+
+def test_an_overshooting_small_sample_gives_back_from_the_largest_class():
+    """9 images from 95% nevi: nv's share (4) and one each for the rest make 10; nv gives one back."""
+    sizes = np.array([10, 10, 10, 10, 10, 1000, 10])
+    table = pd.DataFrame({"image_id": [f"i{n}" for n in range(sizes.sum())], "label": np.repeat(CLASSES, sizes)})
+    counts = stratified_sample(table, 9)["label"].value_counts().reindex(CLASSES)
+    assert counts.tolist() == [1, 1, 1, 1, 1, 3, 1]
 
 
 def test_calibration_needs_one_image_per_class():

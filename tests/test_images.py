@@ -30,7 +30,7 @@ def test_squash_and_pad():
     assert padded.shape == (224, 224, 3)
     assert padded[:28].max() == 0 and padded[-28:].max() == 0  # 200x150 -> 224x168, 28 black rows each side
     assert padded[28:196].mean() > 50
-    with pytest.raises(ToolkitError, match="unknown resize mode 'crop'"):
+    with pytest.raises(ToolkitError, match=r"^unknown resize mode 'crop'; expected one of squash, pad$"):
         resize_image(image, 96, "crop")
 
 
@@ -133,3 +133,15 @@ def test_load_images_only_checks_when_given_no_size(ham_subset):
     loaded = load_images(paths, None, skip_bad=True, workers=1)
     assert loaded.images.shape == (5, 0, 0, 3) and loaded.kept.tolist() == [0, 1, 2, 3, 4]
     assert [path for path, _ in loaded.skipped] == [paths[5]]
+
+
+def test_a_file_name_with_a_hash_is_an_image_not_an_npz_address(tmp_path):
+    named = tmp_path / "lesion#2.jpg"
+    named.write_bytes((HAM / "images" / "ISIC_0024306.jpg").read_bytes())
+    assert decode_image(named).shape == (150, 200, 3)
+
+
+def test_loading_nothing_good_gives_an_empty_uint8_batch_of_the_asked_size(tmp_path):
+    loaded = load_images([str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")], 32, skip_bad=True)
+    assert loaded.images.shape == (0, 32, 32, 3) and loaded.images.dtype == np.uint8
+    assert loaded.kept.dtype == np.int64 and len(loaded.skipped) == 2  # an index array, even when empty
