@@ -73,16 +73,23 @@ def test_unknown_objective_is_refused():
 
 
 def test_folding_makes_the_model_output_the_adjusted_probabilities():
+    from scipy.special import softmax
+
     from toolkit.model import build_classifier
 
     model = build_classifier("mobilenet_v2", 32, weights="none", alpha=0.35)
-    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype("uint8")
+    dense = model.get_layer("head").layers[-1]
+    kernel, bias = dense.get_weights()
+    rng = np.random.default_rng(0)
+    dense.set_weights(
+        [rng.normal(0, 30, kernel.shape).astype("float32"), rng.normal(0, 1, bias.shape).astype("float32")]
+    )
+    images = rng.integers(0, 256, (8, 32, 32, 3)).astype("uint8")
     before = np.asarray(model.predict_on_batch(images))
+    assert np.ptp(np.log(before), axis=1).min() > 1  # logits that differ by image: the kernel's scale shows
     shift, temperature = np.linspace(-1, 1, len(CLASSES)), 2.5
     fold_into_head(model, Decision("macro_f1", 0.5, shift.tolist(), temperature, {}, []))
-    logits = (np.log(before) + shift) / temperature
-    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
-    expected /= expected.sum(axis=1, keepdims=True)
+    expected = softmax((np.log(before) + shift) / temperature, axis=1)
     assert np.asarray(model.predict_on_batch(images)) == pytest.approx(expected, abs=1e-5)
 
 

@@ -88,9 +88,21 @@ def test_phases_change_what_they_should_and_nothing_else():
 
 def test_boundary_by_layer_count():
     model = build_classifier("mobilenet_v2", SIZE, weights="none", alpha=0.35)
-    set_phase(model, "mobilenet_v2", "finetune", "10")
-    trainable = [layer.trainable for layer in backbone_of(model).layers]
-    assert not any(trainable[:-10])
+    layers = backbone_of(model).layers
+    for count in (1, 10, len(layers)):
+        set_phase(model, "mobilenet_v2", "finetune", str(count))
+        assert not any(layer.trainable for layer in layers[: len(layers) - count])
+        assert all(layer.trainable != _is_norm(layer) for layer in layers[len(layers) - count :])
+    for count in (0, len(layers) + 1):
+        with pytest.raises(ToolkitError) as error:
+            set_phase(model, "mobilenet_v2", "finetune", str(count))
+        assert str(error.value) == f"fine-tune layer count {count} must be in 1..{len(layers)} for mobilenet_v2"
+    with pytest.raises(ToolkitError) as error:
+        set_phase(model, "mobilenet_v2", "finetune", "block_99")
+    assert str(error.value) == (
+        "unknown fine-tune boundary 'block_99' for mobilenet_v2; "
+        "expected one of block_13, block_16, all, or a layer count"
+    )
     set_phase(model, "mobilenet_v2", "finetune", "all")
     norms = [isinstance(layer, keras.layers.BatchNormalization) for layer in backbone_of(model).layers]
     assert [layer.trainable for layer in backbone_of(model).layers] == [not norm for norm in norms]
