@@ -68,29 +68,33 @@ def test_a_balanced_model_keeps_its_decision():
 
 def test_unknown_objective_is_refused():
     probs, labels, train_labels = skewed_predictions()
-    with pytest.raises(ToolkitError, match="unknown decision objective 'recall'"):
+    with pytest.raises(
+        ToolkitError,
+        match=r"^unknown decision objective 'recall'; expected one of balanced_accuracy, macro_f1, accuracy$",
+    ):
         fit_decision(probs, labels, train_labels, "recall")
 
 
 def test_folding_makes_the_model_output_the_adjusted_probabilities():
+    """On a head whose inputs vary, so the kernel's scaling shows as much as the bias's; unfolding undoes it."""
+    import keras
     from scipy.special import softmax
 
-    from toolkit.model import build_classifier
+    from toolkit.calibrate import unfold_from_head
 
-    model = build_classifier("mobilenet_v2", 32, weights="none", alpha=0.35)
-    dense = model.get_layer("head").layers[-1]
-    kernel, bias = dense.get_weights()
-    rng = np.random.default_rng(0)
-    dense.set_weights(
-        [rng.normal(0, 30, kernel.shape).astype("float32"), rng.normal(0, 1, bias.shape).astype("float32")]
+    inputs = keras.Input((5,))
+    model = keras.Model(
+        inputs, keras.Sequential([keras.layers.Dense(len(CLASSES), activation="softmax")], name="head")(inputs)
     )
-    images = rng.integers(0, 256, (8, 32, 32, 3)).astype("uint8")
-    before = np.asarray(model.predict_on_batch(images))
-    assert np.ptp(np.log(before), axis=1).min() > 1  # logits that differ by image: the kernel's scale shows
+    features = np.random.default_rng(0).normal(0, 2, (8, 5)).astype("float32")
+    before = np.asarray(model.predict_on_batch(features))
     shift, temperature = np.linspace(-1, 1, len(CLASSES)), 2.5
-    fold_into_head(model, Decision("macro_f1", 0.5, shift.tolist(), temperature, {}, []))
+    decision = Decision("macro_f1", 0.5, shift.tolist(), temperature, {}, [])
+    fold_into_head(model, decision)
     expected = softmax((np.log(before) + shift) / temperature, axis=1)
-    assert np.asarray(model.predict_on_batch(images)) == pytest.approx(expected, abs=1e-5)
+    assert np.asarray(model.predict_on_batch(features)) == pytest.approx(expected, abs=1e-5)
+    unfold_from_head(model, decision)
+    assert np.asarray(model.predict_on_batch(features)) == pytest.approx(before, abs=1e-5)
 
 
 def test_a_shift_is_taken_only_when_it_clearly_beats_no_shift():

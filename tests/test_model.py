@@ -93,6 +93,9 @@ def test_boundary_by_layer_count():
         set_phase(model, "mobilenet_v2", "finetune", str(count))
         assert not any(layer.trainable for layer in layers[: len(layers) - count])
         assert all(layer.trainable != _is_norm(layer) for layer in layers[len(layers) - count :])
+        tuned = sum(len(layer.trainable_weights) for layer in layers)
+        assert len(backbone_of(model).trainable_weights) == tuned  # the backbone reports what trains in it
+    assert tuned > 0  # the whole backbone, last
     for count in (0, len(layers) + 1):
         with pytest.raises(ToolkitError) as error:
             set_phase(model, "mobilenet_v2", "finetune", str(count))
