@@ -213,10 +213,16 @@ def test_calibration_images_come_from_train_resized_as_in_training(small_run):
         assert np.array_equal(image, app_resize(rgb, SMALL_RUN_SIZE, run.resize_mode))
 
 
+HAM_LIKE = np.array([30, 50, 110, 10, 110, 670, 20])  # class sizes in HAM10000's proportions, 1,000 images
+
+
+def labelled(sizes) -> pd.DataFrame:
+    """A training split with ``sizes[i]`` images of class ``i``, ids in order."""
+    return pd.DataFrame({"image_id": [f"i{n}" for n in range(sum(sizes))], "label": np.repeat(CLASSES, sizes)})
+
+
 def test_calibration_sample_is_stratified_and_seeded():
-    table = pd.DataFrame(
-        {"image_id": [f"i{n}" for n in range(1000)], "label": np.repeat(CLASSES, [30, 50, 110, 10, 110, 670, 20])}
-    )
+    table = labelled(HAM_LIKE)
     sample = stratified_sample(table, 300, seed=1)
     counts = sample["label"].value_counts()
     assert len(sample) == 300 and set(counts.index) == set(CLASSES)
@@ -359,10 +365,8 @@ def test_export_refuses_a_manifest_that_disagrees_with_the_run(small_run, tmp_pa
 
 @pytest.mark.parametrize("count", [14, 299, 300, 301])
 def test_calibration_quota_shares_half_equally_and_half_by_class_share(count):
-    from toolkit.export.calibration import stratified_sample
-
-    sizes = np.array([30, 50, 110, 10, 110, 670, 20])
-    table = pd.DataFrame({"image_id": [f"i{n}" for n in range(sizes.sum())], "label": np.repeat(CLASSES, sizes)})
+    sizes = HAM_LIKE
+    table = labelled(sizes)
     sample = stratified_sample(table, count, seed=0)
     counts = sample["label"].value_counts().reindex(CLASSES).to_numpy()
     equal, by_share = count // (2 * len(CLASSES)), np.floor(sizes / sizes.sum() * count / 2).astype(int)
@@ -375,28 +379,25 @@ def test_calibration_quota_shares_half_equally_and_half_by_class_share(count):
 @pytest.mark.parametrize("count", range(7, 14))
 def test_a_small_calibration_sample_has_one_image_per_class_and_the_rest_by_share(count):
     """Below 14 images the equal half is empty: one image each, the remainder to the largest classes (nv first)."""
-    sizes = np.array([30, 50, 110, 10, 110, 670, 20])
-    table = pd.DataFrame({"image_id": [f"i{n}" for n in range(sizes.sum())], "label": np.repeat(CLASSES, sizes)})
-    counts = stratified_sample(table, count)["label"].value_counts().reindex(CLASSES).to_numpy()
+    counts = stratified_sample(labelled(HAM_LIKE), count)["label"].value_counts().reindex(CLASSES).to_numpy()
     assert counts.sum() == count and counts.min() == 1 and counts[CLASSES.index("nv")] == counts.max()
 
 
 def test_calibration_shares_are_exact_when_nothing_rounds_or_runs_out():
     """Equal classes, 140 images: 10 each from the equal half and 10 each by share, no random top-up."""
-    table = pd.DataFrame({"image_id": [f"i{n}" for n in range(700)], "label": np.repeat(CLASSES, 100)})
+    table = labelled([100] * len(CLASSES))
     assert (stratified_sample(table, 140)["label"].value_counts() == 20).all()
 
 
 def test_an_overshooting_small_sample_gives_back_from_the_largest_class():
     """9 images from 95% nevi: nv's share (4) and one each for the rest make 10; nv gives one back."""
-    sizes = np.array([10, 10, 10, 10, 10, 1000, 10])
-    table = pd.DataFrame({"image_id": [f"i{n}" for n in range(sizes.sum())], "label": np.repeat(CLASSES, sizes)})
+    table = labelled([10, 10, 10, 10, 10, 1000, 10])
     for seed in range(5):  # no random top-up is needed, so no seed changes the counts
         counts = stratified_sample(table, 9, seed=seed)["label"].value_counts().reindex(CLASSES)
         assert counts.tolist() == [1, 1, 1, 1, 1, 3, 1]
 
 
 def test_calibration_needs_one_image_per_class():
-    table = pd.DataFrame({"image_id": [f"i{n}" for n in range(70)], "label": np.repeat(CLASSES, 10)})
+    table = labelled([10] * len(CLASSES))
     with pytest.raises(ToolkitError, match="at least 7 images \\(one per class\\); got 6"):
         stratified_sample(table, 6)

@@ -10,6 +10,8 @@ from conftest import HAM
 from toolkit.data.images import decode_image, load_images, resize_image
 from toolkit.errors import ToolkitError
 
+HAM_IMAGE = HAM / "images" / "ISIC_0024306.jpg"  # 200x150, as every HAM10000 image
+
 
 def test_decode_returns_rgb_not_opencv_bgr(tmp_path):
     rgb = np.zeros((8, 8, 3), np.uint8)
@@ -19,12 +21,12 @@ def test_decode_returns_rgb_not_opencv_bgr(tmp_path):
 
 
 def test_real_ham_image_decodes_at_its_size():
-    image = decode_image(HAM / "images" / "ISIC_0024306.jpg")
+    image = decode_image(HAM_IMAGE)
     assert image.shape == (150, 200, 3) and image.dtype == np.uint8
 
 
 def test_squash_and_pad():
-    image = decode_image(HAM / "images" / "ISIC_0024306.jpg")
+    image = decode_image(HAM_IMAGE)
     assert resize_image(image, 96, "squash").shape == (96, 96, 3)
     padded = resize_image(image, 224, "pad")
     assert padded.shape == (224, 224, 3)
@@ -57,7 +59,7 @@ def _bytes(path, data):
 
 
 def _truncate(path):
-    return _bytes(path, (HAM / "images" / "ISIC_0024306.jpg").read_bytes()[:3000])
+    return _bytes(path, (HAM_IMAGE).read_bytes()[:3000])
 
 
 def _write(path, pixels):
@@ -99,7 +101,7 @@ def test_decode_refuses_each_fault_by_name_and_file(tmp_path, make, message):
 
 def test_a_complete_jpeg_padded_with_zero_bytes_still_decodes(tmp_path):
     """Some cameras and uploaders pad a JPEG after its end-of-image marker; only a missing marker is truncation."""
-    original = HAM / "images" / "ISIC_0024306.jpg"
+    original = HAM_IMAGE
     padded = _bytes(tmp_path / "padded.jpg", original.read_bytes() + b"\x00" * 64)
     assert np.array_equal(decode_image(padded), decode_image(original))
 
@@ -115,7 +117,7 @@ def test_npz_addresses_read_colour_and_expand_grayscale(tmp_path):
 @pytest.mark.parametrize(("size", "interpolation"), [(64, cv2.INTER_AREA), (176, cv2.INTER_LINEAR)])
 def test_squash_shrinks_by_area_and_enlarges_bilinearly(size, interpolation):
     """200x150 to 176x176 has more pixels than the original, so it enlarges (bilinear); 64x64 shrinks (area)."""
-    image = decode_image(HAM / "images" / "ISIC_0024306.jpg")
+    image = decode_image(HAM_IMAGE)
     assert np.array_equal(resize_image(image, size), cv2.resize(image, (size, size), interpolation=interpolation))
 
 
@@ -137,7 +139,7 @@ def test_load_images_only_checks_when_given_no_size(ham_subset):
 
 def test_a_file_name_with_a_hash_is_an_image_not_an_npz_address(tmp_path):
     named = tmp_path / "lesion#2.jpg"
-    named.write_bytes((HAM / "images" / "ISIC_0024306.jpg").read_bytes())
+    named.write_bytes((HAM_IMAGE).read_bytes())
     assert decode_image(named).shape == (150, 200, 3)
 
 

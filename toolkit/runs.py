@@ -141,9 +141,7 @@ def _rebuilt_split(path: Path, config: dict) -> pd.DataFrame:
     data = find_portable(config["data"], path)
     if not data.exists():
         raise ToolkitError(f"{path} rebuilds its split from {data}, which does not exist: put the dataset there")
-    table = run_split(
-        data, config.get("val", 0.15), config.get("test", 0.15), config.get("seed", 0), config.get("limit", 0)
-    )
+    table = run_split(data, **{key: config[key] for key in ("val", "test", "seed", "limit") if key in config})
     expected = json.loads((path / SPLIT_DIGEST).read_text())["sha256"]
     ordered = table.sort_values("image_id", kind="stable")
     if split_digest(ordered["image_id"], ordered["split"]) != expected:
