@@ -13,7 +13,7 @@ import pytest
 from sklearn.utils.class_weight import compute_class_weight
 
 from toolkit.data.images import load_images
-from toolkit.data.pipeline import AugmentConfig, ImageBatches, augment_batch, augment_image
+from toolkit.data.pipeline import AugmentConfig, ImageBatches, augment_batch, augment_image, mix_batch
 from toolkit.data.readers import read_dataset
 from toolkit.errors import ToolkitError
 
@@ -81,6 +81,30 @@ def test_class_weights_follow_scikit_learn(cached):
     assert np.allclose(root.weights, np.sqrt(expected))
 
 
+def test_mixup_blends_images_targets_and_weights_by_the_same_amount():
+    # seven flat images, one per class, each with its own grey level and class weight
+    images = np.repeat(np.arange(7, dtype=np.uint8)[:, None, None, None] * 30, 4, axis=1).repeat(4, 2).repeat(3, 3)
+    targets, weights = np.eye(7, dtype=np.float32), np.arange(1, 8, dtype=np.float32)
+    mixed, blend, blended = mix_batch(images, targets, weights, 0.4, np.random.default_rng(2))
+    assert mixed.dtype == np.float32 and np.allclose(blend.sum(axis=1), 1) and (blend.max(axis=1) < 0.99).any()
+    for row in range(7):
+        classes = np.flatnonzero(blend[row] > 1e-6)
+        assert row in classes and len(classes) <= 2
+        amounts = blend[row, classes]
+        assert np.allclose(mixed[row], amounts @ (classes * 30.0), atol=1e-3)  # pixels blended as the targets
+        assert np.isclose(blended[row], amounts @ weights[classes])  # and so is the class weight
+
+
+def test_mixup_is_wired_into_the_batches_and_off_at_zero(cached):
+    images, labels = cached
+    kwargs = {"batch_size": 16, "shuffle": True, "augment": AugmentConfig(), "seed": 5}
+    plain, mixed = ImageBatches(images, labels, **kwargs)[0], ImageBatches(images, labels, mixup=0.4, **kwargs)[0]
+    assert mixed[0].dtype == np.float32 and not np.allclose(mixed[1].max(axis=1), 1)
+    assert np.array_equal(ImageBatches(images, labels, mixup=0.4, **kwargs)[0][0], mixed[0])  # deterministic
+    assert np.array_equal(ImageBatches(images, labels, mixup=0.0, **kwargs)[0][0], plain[0])  # 0 is off
+    assert plain[0].dtype == np.uint8
+
+
 def test_oversampling_balances_the_classes():
     labels = np.repeat(np.arange(7), [10, 20, 40, 5, 40, 300, 8])
     images = np.zeros((len(labels), 4, 4, 3), np.uint8)
@@ -96,6 +120,8 @@ def test_bad_arguments_are_refused(cached):
         ImageBatches(images, labels, imbalance="smote")
     with pytest.raises(ToolkitError, match="as many labels as images"):
         ImageBatches(images, labels[:-1])
+    with pytest.raises(ToolkitError, match=r"mixup must be 0 \(off\) or a positive Beta parameter .* not -1"):
+        ImageBatches(images, labels, mixup=-1)
 
 
 FIT_SCRIPT = """

@@ -335,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["notebook", "dermoscopy", "none"],
         help="notebook: the original ImageDataGenerator settings; dermoscopy: any rotation, more zoom and contrast",
     )
+    train.add_argument(
+        "--mixup", type=float, default=0.0, metavar="ALPHA", help="fine-tune mixup, Beta(ALPHA, ALPHA); 0.2 is usual"
+    )
     train.add_argument("--dropout", type=float, default=0.2)
     train.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
     train.add_argument(

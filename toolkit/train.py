@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from toolkit.calibrate import OBJECTIVES, fit_decision, fold_into_head
 from toolkit.classes import CLASSES
 from toolkit.data.images import RESIZE_MODES, load_images
-from toolkit.data.pipeline import AugmentConfig, ImageBatches, class_weights
+from toolkit.data.pipeline import AugmentConfig, ImageBatches, check_mixup, class_weights
 from toolkit.data.readers import SPLITS, check_classes, read_manifest
 from toolkit.data.split import run_split, write_manifest
 from toolkit.errors import ToolkitError
@@ -65,6 +65,7 @@ class TrainConfig:
     imbalance: str = "class_weight"  # class_weight, oversample or none
     class_weight_power: float = 1.0  # 0.5: square-root class weights
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    mixup: float = 0.0  # > 0: Beta parameter of mixup in the fine-tune (0.2 is usual); 0: off
     augment_head: bool = False  # False: phase 1 trains on cached backbone features
     bn_fix: bool = True  # only with pretrained weights: from scratch, BatchNorm must learn its statistics
     decision: str = "macro_f1"  # prior shift chosen on val by this metric, then temperature; "none": neither
@@ -215,6 +216,7 @@ def _validate(config: TrainConfig) -> None:
         raise ToolkitError(f"unknown optimizer {config.optimizer!r}; expected adam or adamw")
     if config.schedule not in ("plateau", "cosine"):
         raise ToolkitError(f"unknown schedule {config.schedule!r}; expected plateau or cosine")
+    check_mixup(config.mixup)
     if config.average_last < 0:
         raise ToolkitError(f"average_last must be 0 (off) or a number of epochs, not {config.average_last}")
 
@@ -257,6 +259,7 @@ def _fit_phase(model, config, phase, run, state, train, val, features_model=None
             imbalance=config.imbalance,
             class_weight_power=config.class_weight_power,
             seed=config.seed + PHASES.index(phase),
+            mixup=config.mixup if phase == "finetune" else 0.0,
         )
         data = {"x": batches}
     steps_per_epoch = len(data["x"]) if features_model is None else -(-len(features) // config.batch_size)

@@ -97,12 +97,37 @@ def class_weights(labels: np.ndarray, power: float = 1.0) -> np.ndarray:
     return weights
 
 
+def check_mixup(alpha: float) -> None:
+    if alpha < 0:
+        raise ToolkitError(f"mixup must be 0 (off) or a positive Beta parameter such as 0.2, not {alpha}")
+
+
+def mix_batch(
+    images: np.ndarray, targets: np.ndarray, weights: np.ndarray | None, alpha: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Mixup within a batch: each sample blended with a shuffled partner by its own Beta(alpha, alpha) draw.
+
+    Images come back float32 in [0, 255] (the model normalises); targets and class weights blend by the
+    same amount, so a mixed sample costs what its two halves would.
+    """
+    partner = rng.permutation(len(images))
+    amount = rng.beta(alpha, alpha, len(images)).astype(np.float32)
+    pixels = amount.reshape(-1, *([1] * (images.ndim - 1)))
+    mixed = pixels * images.astype(np.float32) + (1 - pixels) * images[partner].astype(np.float32)
+    blend = amount[:, None] * targets + (1 - amount[:, None]) * targets[partner]
+    if weights is not None:
+        weights = amount * weights + (1 - amount) * weights[partner]
+    return mixed, blend, weights
+
+
 class ImageBatches(keras.utils.PyDataset):
     """Shuffled, augmented, class-balanced batches of cached images, with one-hot labels.
 
     ``imbalance`` is ``class_weight`` (each batch carries per-sample weights), ``oversample``
     (each epoch draws images with probability inversely proportional to their class size) or
-    ``none``. Random draws depend only on (seed, epoch, batch), so worker threads cannot change them.
+    ``none``. ``mixup`` > 0 blends each image and its one-hot target with another image of the same
+    batch, by a weight drawn from Beta(mixup, mixup) (Zhang et al. 2018); a regulariser against the
+    fine-tune's overfitting. Random draws depend only on (seed, epoch, batch), so worker threads cannot change them.
     """
 
     def __init__(
@@ -116,15 +141,17 @@ class ImageBatches(keras.utils.PyDataset):
         class_weight_power: float = 1.0,
         seed: int = 0,
         workers: int = 2,
+        mixup: float = 0.0,
     ):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         if imbalance not in IMBALANCE_MODES:
             raise ToolkitError(f"unknown imbalance mode {imbalance!r}; expected one of {', '.join(IMBALANCE_MODES)}")
         if len(images) != len(labels) or not len(images):
             raise ToolkitError(f"need as many labels as images, and at least one: got {len(images)} and {len(labels)}")
+        check_mixup(mixup)
         self.images, self.labels = images, np.asarray(labels, np.int64)
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
-        self.imbalance, self.seed, self.epoch = imbalance, seed, 0
+        self.imbalance, self.seed, self.epoch, self.mixup = imbalance, seed, 0, mixup
         self.weights = class_weights(self.labels, class_weight_power) if imbalance == "class_weight" else None
         self.order = self._epoch_order()
 
@@ -142,12 +169,14 @@ class ImageBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         images = self.images[rows]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.augment is not None:
-            images = augment_batch(images, self.augment, np.random.default_rng([self.seed, self.epoch, index]))
+            images = augment_batch(images, self.augment, rng)
         targets = np.eye(len(CLASSES), dtype=np.float32)[self.labels[rows]]
-        if self.weights is None:
-            return images, targets
-        return images, targets, self.weights[self.labels[rows]]
+        weights = None if self.weights is None else self.weights[self.labels[rows]]
+        if self.mixup:
+            images, targets, weights = mix_batch(images, targets, weights, self.mixup, rng)
+        return (images, targets) if weights is None else (images, targets, weights)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
