@@ -22,7 +22,7 @@ $(STAMP): setup.py Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev,jax]"
 	$(PY) -m pip install -q --no-deps tflite-support==0.4.4 mediapipe==1.2.2
-	$(PY) -m toolkit.env
+	$(PY) -m toolkit.base.env
 	@# ImageNet weights shipped beside the checkout (as on our CI machines) go where Keras looks offline.
 	@if [ -d ../shared/weights ]; then mkdir -p $(KERAS_MODELS) && cp -n ../shared/weights/*.h5 $(KERAS_MODELS)/; fi
 	touch $(STAMP)
@@ -38,17 +38,19 @@ demo: $(STAMP)
 # The tests spend most of their time in single-threaded conversion and tracing: one worker per core (at most 4),
 # a file per worker, so the fixtures a file shares are built once.
 test: $(STAMP)
-	$(VENV)/bin/ruff check toolkit tests benchmarks
+	$(VENV)/bin/ruff check toolkit tests benchmarks research app_steps
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check toolkit tests benchmarks
-	$(VENV)/bin/ruff format --check toolkit tests benchmarks
+	$(VENV)/bin/ruff check toolkit tests benchmarks research app_steps
+	$(VENV)/bin/ruff format --check toolkit tests benchmarks research app_steps
+	$(VENV)/bin/lint-imports --no-cache
 
 # Mutation testing of the pure-Python core (setup.cfg says which files and tests): about 14 minutes on 2 cores.
-MUTATE = 'toolkit.drift.*' 'toolkit.calibrate.*' 'toolkit.referral.*' 'toolkit.export.calibration.*' \
-  'toolkit.data.images.*' 'toolkit.bundle.*' 'toolkit.model.x_set_phase*' 'toolkit.model.x_boundary_index*' \
-  'toolkit.model.x_backbone_of*' 'toolkit.train.x_uses_bn_fix*'
+MUTATE = 'toolkit.drift.*' 'toolkit.train.decision.*' 'toolkit.base.referral.*' 'toolkit.export.calibration.*' \
+  'toolkit.data.images.*' 'toolkit.export.bundle.*' 'toolkit.model.classifier.x_set_phase*' 'toolkit.model.classifier.x_boundary_index*' \
+  'toolkit.model.classifier.x_backbone_of*' 'toolkit.train.fit.x_uses_bn_fix*'
 mutation: $(STAMP)
 	$(PY) -m pip install -q mutmut==3.8.1
 	rm -rf mutants

@@ -2,7 +2,7 @@
 
 Split (lesion-grouped, stratified, seed 0, 70/15/15), train a recipe, evaluate the float
 model, export int8 (``--selective`` retries when the drift gate fails) and float16, each gated,
-score both bundles on the test split with the app's own steps (``tests/app_steps.py``, the code the
+score both bundles on the test split with the app's own steps (``app_steps.py``, the code the
 contract test holds ``predict`` to), time them at 2 threads, and write
 ``benchmarks/results/ham10000_<recipe>.json`` with the chain's wall time, the floor and the goals.
 Everything in a recipe, the referral thresholds included, was chosen on the validation split.
@@ -24,15 +24,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from common import SHARED, environment, write_result
 
+from toolkit.base.layout import RunLayout
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the app's steps, shared with the contract test
 
 HAM10000 = SHARED / "data" / "ham10000"
 RUNS = REPO / "runs"
@@ -99,8 +99,8 @@ REPORTED = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc
 
 
 def config_for(recipe_name: str):
-    from toolkit.data.pipeline import AugmentConfig
-    from toolkit.train import TrainConfig
+    from toolkit.data.augment import AugmentConfig
+    from toolkit.train.config import TrainConfig
 
     recipe = dict(RECIPES[recipe_name])
     return TrainConfig(**{**recipe, "augment": AugmentConfig.preset(recipe["augment"])})
@@ -111,7 +111,7 @@ def same_recipe(saved: dict, wanted) -> bool:
 
     Options added to the toolkit since the run was trained take their defaults, as on ``--resume``.
     """
-    from toolkit.train import TrainConfig
+    from toolkit.train.config import TrainConfig
 
     saved_config = TrainConfig.from_json(saved)
     paths = (Path(saved_config.data).resolve(), Path(wanted.data).resolve())
@@ -120,15 +120,15 @@ def same_recipe(saved: dict, wanted) -> bool:
 
 def train_or_reuse(recipe: str) -> tuple[Path, bool]:
     """The run for ``recipe`` and whether it was reused: it is when ``runs/ham10000_<recipe>/`` holds that recipe."""
-    from toolkit.train import train
+    from toolkit.train.trainer import train
 
     config, run = config_for(recipe), RUNS / f"ham10000_{recipe}"
-    saved = run / "config.json"
+    saved = RunLayout(run).config
     if saved.exists() and same_recipe(json.loads(saved.read_text()), config):
         print(f"reusing {run} (same recipe)")
         return run, True
     partial = run.with_name(run.name + ".partial")
-    train(config, run, resume=(partial / "config.json").exists(), force=True)
+    train(config, run, resume=RunLayout(partial).config.exists(), force=True)
     return run, False
 
 
@@ -144,9 +144,10 @@ def scores(metrics: dict) -> dict:
 
 def export_and_gate(run: Path, out: Path, name: str, mode: str, reproduce: tuple[str, ...]) -> tuple[Path, bool]:
     """Export with the drift gate (int8: ``--selective`` retries); a rejected bundle is still scored, as rejected."""
-    from toolkit.errors import GateFailed
-    from toolkit.export import ExportOptions, export_run
-    from toolkit.export.convert import Quantization
+    from toolkit.base.errors import GateFailed
+    from toolkit.drift.gated import export_run
+    from toolkit.export.options import ExportOptions
+    from toolkit.export.quantization import Quantization
 
     options = ExportOptions(
         run=run,
@@ -167,10 +168,9 @@ def export_and_gate(run: Path, out: Path, name: str, mode: str, reproduce: tuple
 def score_bundle(bundle: Path, run: Path, drift_report: dict) -> dict:
     """The test split through the app's steps (decode, resize, feed bytes, dequantise), checked against drift's."""
     from app_steps import app_classify
-
-    from toolkit.classes import CLASSES
-    from toolkit.evaluate import compute_metrics
-    from toolkit.runs import open_run
+    from toolkit.base.classes import CLASSES
+    from toolkit.base.metrics import compute_metrics
+    from toolkit.train.runs import open_run
 
     rows = open_run(run).rows("test")
     probs, labels, _ = app_classify(bundle, [Path(p) for p in rows["path"]])
@@ -205,7 +205,7 @@ def target_values(int8: dict, drift: dict, model_bytes: int, chain_seconds: floa
 
 def epoch_history(run: Path) -> list[dict]:
     """Each epoch's learning rate and validation scores: the curves README quotes (best epoch, plateaus)."""
-    with open(run / "history.csv", newline="") as file:
+    with open(RunLayout(run).history, newline="") as file:
         return [
             {
                 "phase": row["phase"],
@@ -220,7 +220,7 @@ def epoch_history(run: Path) -> list[dict]:
 
 def bundle_result(bundle: Path, run: Path, passed: bool, seconds: dict, key: str) -> dict:
     """One exported bundle scored through the app's steps and timed at 2 threads."""
-    from toolkit.bench import bench_local
+    from toolkit.bench.local import bench_local
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     clock = time.monotonic()
@@ -259,7 +259,7 @@ def hold_back(bundle: Path, folder: Path) -> Path:
 
 
 def benchmark(recipe: str, out: Path, train_only: bool, ship: bool) -> None:
-    from toolkit.runs import open_run, pack_run
+    from toolkit.train.runs import open_run, pack_run
 
     started = time.monotonic()
     arch = RECIPES[recipe]["arch"]
@@ -267,7 +267,7 @@ def benchmark(recipe: str, out: Path, train_only: bool, ship: bool) -> None:
     if train_only:
         print(f"trained {trained}; run the same command without --train-only on a machine with TensorFlow")
         return
-    state = json.loads((trained / "state.json").read_text())
+    state = json.loads(RunLayout(trained).state.read_text())
     seconds = {phase: round(value, 1) for phase, value in state.get("seconds", {}).items()}
     name = f"ham10000_{recipe}"
     run = pack_run(trained, MODELS / name, force=True) if ship else trained
@@ -288,7 +288,7 @@ def benchmark(recipe: str, out: Path, train_only: bool, ship: bool) -> None:
         "protocol": PROTOCOL,
         "recipe": recipe,
         "arch": arch,
-        "config": json.loads((run / "config.json").read_text()),  # packed: the data path relative
+        "config": json.loads(RunLayout(run).config.read_text()),  # packed: the data path relative
         "weights": RECIPES[recipe]["weights"],
         "trained_with": {"backend": state["backend"], "device": state["device"]},
         "run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run),
@@ -298,7 +298,7 @@ def benchmark(recipe: str, out: Path, train_only: bool, ship: bool) -> None:
         "history": epoch_history(trained),
         "weight_average": state.get("average"),  # the mean of the last fine-tune epochs, when the recipe asks
         "test_images": int8["scores"]["images"],
-        "float": scores(json.loads((trained / "metrics.json").read_text())["test"]),
+        "float": scores(json.loads(RunLayout(trained).metrics.read_text())["test"]),
         "int8": int8["scores"],
         "drift_gate": int8["drift_gate"],
         "bundle": {k: v for k, v in int8.items() if k not in ("scores", "drift_gate")},
@@ -319,7 +319,7 @@ def benchmark(recipe: str, out: Path, train_only: bool, ship: bool) -> None:
 
 
 def ensemble(recipes: list[str]) -> None:
-    from toolkit.evaluate import evaluate_runs
+    from toolkit.train.evaluate import evaluate_runs
 
     runs = [RUNS / f"ham10000_{recipe}" for recipe in recipes]
     metrics = evaluate_runs(runs, "test")

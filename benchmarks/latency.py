@@ -19,7 +19,7 @@ from pathlib import Path
 
 from common import SHARED, write_result
 
-from toolkit.bench import bench_local, table
+from toolkit.bench.local import bench_local, table
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = {

@@ -18,9 +18,10 @@ import cv2
 import numpy as np
 from common import SHARED, environment, write_result
 
-from toolkit.classes import CLASSES
+from toolkit.base.classes import CLASSES
+from toolkit.data.augment import AugmentConfig
 from toolkit.data.images import load_images
-from toolkit.data.pipeline import AugmentConfig, ImageBatches
+from toolkit.data.pipeline import ImageBatches
 from toolkit.data.readers import read_dataset
 
 

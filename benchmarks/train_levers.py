@@ -40,7 +40,7 @@ HEAD_EPOCHS = 2  # the recipe's head phase: the caching pass is paid once for bo
 
 
 def images(count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    from toolkit.classes import CLASSES
+    from toolkit.base.classes import CLASSES
     from toolkit.data.images import load_images
     from toolkit.data.readers import read_dataset
 
@@ -58,7 +58,7 @@ def measure(variant: str, count: int, steps: int) -> dict:
         tf.config.threading.set_inter_op_parallelism_threads(spec["inter"])
     import keras
 
-    from toolkit.model import build_classifier, set_phase
+    from toolkit.model.classifier import build_classifier, set_phase
 
     keras.utils.set_random_seed(0)
     pixels, labels = images(count, spec["size"])

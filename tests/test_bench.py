@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import HAM, REPO
 
-from toolkit.bench import import_app_timings, parse_benchmark_model
-from toolkit.errors import ToolkitError
+from toolkit.base.errors import ToolkitError
+from toolkit.bench.android import import_app_timings, parse_benchmark_model
 
 RECORDED = Path(__file__).parent / "data" / "benchmark_model"
 
@@ -70,7 +70,7 @@ def test_timed_runs_take_turns_across_bundles_and_no_xnnpack_reaches_the_interpr
     int8_bundle, passing_bundle, monkeypatch, cli
 ):
     """Interleaving: every timed step runs each (bundle, threads) once, so a machine slowing down mid-run slows all."""
-    from toolkit.bundle import Bundle
+    from toolkit.export.bundle import Bundle
 
     calls, built = [], []
     interpreter = Bundle.interpreter

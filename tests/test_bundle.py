@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 from conftest import HAM, REPO
 
-from toolkit.bundle import NOT_A_DEVICE, Bundle, dequantize_output, quantize_input
-from toolkit.classes import CLASSES
+from toolkit.base.classes import CLASSES
+from toolkit.base.errors import ToolkitError
+from toolkit.base.runtime import dequantize_output, quantize_input
 from toolkit.data.images import decode_image, resize_image
-from toolkit.errors import ToolkitError
+from toolkit.export.bundle import NOT_A_DEVICE, Bundle
 
 SHIPPED = REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16"
 IMAGES = [HAM / "images" / f"ISIC_00{n}.jpg" for n in (24306, 24307, 24308)]
@@ -182,10 +183,10 @@ def test_loading_follows_the_manifests_resize_mode(bundle):
 
 
 def test_threads_and_xnnpack_reach_the_interpreter_and_probabilities_are_float32(bundle, monkeypatch):
-    convert = importlib.import_module("toolkit.export.convert")  # toolkit.export.convert is also a function
+    module = importlib.import_module("toolkit.export.bundle")
     asked = []
-    real = convert.interpreter
-    monkeypatch.setattr(convert, "interpreter", lambda *a, **k: asked.append(k) or real(*a, **k))
+    real = module.interpreter
+    monkeypatch.setattr(module, "interpreter", lambda *a, **k: asked.append(k) or real(*a, **k))
     opened = Bundle.open(bundle)
     opened.interpreter(threads=1, xnnpack=False)
     probs = opened.predict(opened.load([str(IMAGES[0])]), threads=2)

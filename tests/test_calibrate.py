@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toolkit.calibrate import TAUS, TOLERANCE, Decision, fit_decision, fold_into_head, smallest_near_best
-from toolkit.classes import CLASSES
-from toolkit.errors import ToolkitError
+from toolkit.base.classes import CLASSES
+from toolkit.base.errors import ToolkitError
+from toolkit.train.decision import TAUS, TOLERANCE, Decision, fit_decision, fold_into_head, smallest_near_best
 
 
 def skewed_predictions(seed: int = 0, overconfidence: float = 1.0, lean: float = 1.0):
@@ -80,7 +80,7 @@ def test_folding_makes_the_model_output_the_adjusted_probabilities():
     import keras
     from scipy.special import softmax
 
-    from toolkit.calibrate import unfold_from_head
+    from toolkit.train.decision import unfold_from_head
 
     inputs = keras.Input((5,))
     model = keras.Model(
@@ -108,7 +108,7 @@ def test_a_shift_is_taken_only_when_it_clearly_beats_no_shift():
 
 
 def test_ece_is_the_size_weighted_gap_over_15_equal_width_bins():
-    from toolkit.evaluate import compute_metrics, reliability
+    from toolkit.base.metrics import compute_metrics, reliability
 
     def confident(top: float, count: int) -> np.ndarray:
         return np.tile([top] + [(1 - top) / 6] * 6, (count, 1))
@@ -129,7 +129,7 @@ def test_the_shift_and_temperature_are_the_documented_ones():
     from scipy.special import softmax
     from sklearn.metrics import log_loss
 
-    from toolkit.calibrate import TEMPERATURES
+    from toolkit.train.decision import TEMPERATURES
 
     probs, labels, train_labels = skewed_predictions(seed=1)
     decision = fit_decision(probs, labels, train_labels, "balanced_accuracy")

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from toolkit.env import import_metadata_writers
-from toolkit.errors import ToolkitError
+from toolkit.base.env import import_metadata_writers
+from toolkit.base.errors import ToolkitError
 
 
 def test_help_lists_subcommands():

@@ -16,8 +16,9 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 from conftest import HAM, REPO, toolkit_cli
 
-from toolkit.classes import CLASSES
-from toolkit.drift import Gate, changed_by_class, compare, gate_failures
+from toolkit.base.classes import CLASSES
+from toolkit.drift.gate import changed_by_class, compare, gate_failures
+from toolkit.export.options import Gate
 
 DEMO_GATE = [
     *("--min-agreement", "0.95", "--max-balanced-accuracy-drop", "4", "--max-recall-drop", "25"),

@@ -13,13 +13,14 @@ import pandas as pd
 import pytest
 from conftest import HAM, SMALL_RUN_SIZE
 
-from toolkit.bundle import Bundle
-from toolkit.classes import CLASSES
-from toolkit.errors import ToolkitError
+from toolkit.base.classes import CLASSES
+from toolkit.base.errors import ToolkitError
+from toolkit.export.bundle import Bundle
 from toolkit.export.calibration import stratified_sample
-from toolkit.export.convert import Quantization, check_integer_only, convert, float_ops
+from toolkit.export.convert import check_integer_only, convert, float_ops
 from toolkit.export.metadata import read_metadata
-from toolkit.runs import open_run
+from toolkit.export.quantization import Quantization
+from toolkit.train.runs import open_run
 
 REAL_IMAGES = sorted((HAM / "images").glob("*.jpg"))[::700][:12]
 
@@ -123,7 +124,7 @@ def test_every_preset_and_back_end_agrees_with_the_float_model(
 
 
 def _int8_probabilities(model, images: np.ndarray, quantization: Quantization, calibration: np.ndarray) -> np.ndarray:
-    from toolkit.export.convert import interpreter
+    from toolkit.base.runtime import interpreter
 
     runner = interpreter(convert(model, SMALL_RUN_SIZE, quantization, calibration))
     (source,), (target,) = runner.get_input_details(), runner.get_output_details()
@@ -200,8 +201,8 @@ def test_export_takes_the_newest_finished_run_and_force_and_labels_do_what_they_
 
 def test_calibration_images_come_from_train_resized_as_in_training(small_run):
     import cv2
-    from app_steps import app_resize
 
+    from app_steps import app_resize
     from toolkit.export.calibration import calibration_images
 
     run = open_run(small_run)
@@ -317,7 +318,7 @@ def test_pack_keeps_what_drift_and_export_need_without_optimizer_state(small_run
 
     import keras
 
-    from toolkit.model import set_phase
+    from toolkit.model.classifier import set_phase
 
     trained = Path(shutil.copytree(small_run, tmp_path / "trained"))
     model = keras.saving.load_model(trained / "model.keras")
@@ -352,11 +353,11 @@ def test_pack_keeps_what_drift_and_export_need_without_optimizer_state(small_run
 
 
 def test_export_refuses_a_manifest_that_disagrees_with_the_run(small_run, tmp_path, cli, monkeypatch):
-    from toolkit.export import writer
+    from toolkit.export import stage
 
     assert json.loads((small_run / "config.json").read_text())["resize_mode"] == "squash"
-    recipe = writer.preprocessing_recipe
-    monkeypatch.setattr(writer, "preprocessing_recipe", lambda mode, dtype: recipe("pad", dtype))  # the bug
+    recipe = stage.preprocessing_recipe
+    monkeypatch.setattr(stage, "preprocessing_recipe", lambda mode, dtype: recipe("pad", dtype))  # the bug
     out = tmp_path / "out"
     result = cli("export", "--run", str(small_run), "--quantize", "float16", "--out", str(out), check=False)
     _one_line_error(result, "manifest says resize_mode pad but")

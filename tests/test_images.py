@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import HAM
 
+from toolkit.base.errors import ToolkitError
 from toolkit.data.images import decode_image, load_images, resize_image
-from toolkit.errors import ToolkitError
 
 HAM_IMAGE = HAM / "images" / "ISIC_0024306.jpg"  # 200x150, as every HAM10000 image
 

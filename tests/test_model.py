@@ -6,8 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from toolkit.errors import ToolkitError
-from toolkit.model import BACKBONES, backbone_of, build_classifier, normalisation_layer, set_phase
+from toolkit.base.errors import ToolkitError
+from toolkit.model.backbones import BACKBONES
+from toolkit.model.classifier import backbone_of, build_classifier, normalisation_layer, set_phase
 
 SIZE = 32
 

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from sklearn.utils.class_weight import compute_class_weight
 
+from toolkit.base.errors import ToolkitError
+from toolkit.data.augment import AugmentConfig, augment_batch, augment_image, mix_batch
 from toolkit.data.images import load_images
-from toolkit.data.pipeline import AugmentConfig, ImageBatches, augment_batch, augment_image, mix_batch
+from toolkit.data.pipeline import ImageBatches
 from toolkit.data.readers import read_dataset
-from toolkit.errors import ToolkitError
 
 STILL = AugmentConfig(rotation=0, shift=0, zoom=0, horizontal_flip=False, vertical_flip=False, brightness=0, contrast=0)
 
@@ -126,7 +127,8 @@ def test_bad_arguments_are_refused(cached):
 
 FIT_SCRIPT = """
 import numpy as np, keras
-from toolkit.data.pipeline import AugmentConfig, ImageBatches
+from toolkit.data.augment import AugmentConfig
+from toolkit.data.pipeline import ImageBatches
 rng = np.random.default_rng(0)
 labels = np.arange(64) % 7
 images = (rng.random((64, 32, 32, 3)) * 60 + labels[:, None, None, None] * 25).astype(np.uint8)
@@ -153,7 +155,7 @@ def test_fit_runs_on_both_keras_backends(backend):
 def test_augmentation_presets_turn_and_zoom_as_far_as_readme_says(preset, rotation, zoom):
     """``dermoscopy`` turns a lesion any way (it has no up) and zooms 20%; ``notebook`` keeps ImageDataGenerator's
     10 degrees and 10%. Read off the affine matrix each image gets, flips left out."""
-    from toolkit.data.pipeline import _affine_matrix
+    from toolkit.data.augment import _affine_matrix
 
     config = replace(AugmentConfig.preset(preset), horizontal_flip=False, vertical_flip=False)
     rng = np.random.default_rng(0)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import DERMAMNIST, HAM
 
-from toolkit.classes import CLASSES, canonical_class
+from toolkit.base.classes import CLASSES, canonical_class
+from toolkit.base.errors import ToolkitError
 from toolkit.data.images import decode_image
 from toolkit.data.readers import read_dataset
-from toolkit.errors import ToolkitError
 
 HAM_COUNTS = {"akiec": 327, "bcc": 514, "bkl": 1099, "df": 115, "mel": 1113, "nv": 6705, "vasc": 142}
 

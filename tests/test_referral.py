@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toolkit.classes import CLASSES
-from toolkit.drift import Gate, compare, gate_failures
-from toolkit.referral import MAX_THRESHOLD, assess, fit_points, report, score, threshold_for
+from toolkit.base.classes import CLASSES
+from toolkit.base.referral import MAX_THRESHOLD, assess, fit_points, report, score, threshold_for
+from toolkit.drift.gate import compare, gate_failures
+from toolkit.export.options import Gate
 
 MEL, NV, BCC = CLASSES.index("mel"), CLASSES.index("nv"), CLASSES.index("bcc")
 
@@ -93,7 +94,7 @@ def test_a_threshold_stays_within_reach_of_an_8_bit_output_and_below_the_score_t
 
 
 def test_every_field_of_a_point_and_of_its_assessment_is_what_it_says():
-    from toolkit.referral import SCORES, as_dict, from_dict
+    from toolkit.base.referral import SCORES, as_dict, from_dict
 
     rng = np.random.default_rng(4)
     labels = rng.choice([MEL, BCC, NV], size=200, p=[0.2, 0.1, 0.7])

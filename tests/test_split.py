@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from conftest import DERMAMNIST, HAM
 
-from toolkit.classes import CLASSES
+from toolkit.base.classes import CLASSES
+from toolkit.base.errors import ToolkitError
 from toolkit.data.readers import read_dataset
 from toolkit.data.split import (
     audit_splits,
@@ -14,9 +15,8 @@ from toolkit.data.split import (
     official_split,
     prepare_splits,
     split_by_lesion,
-    write_manifest,
+    write_splits,
 )
-from toolkit.errors import ToolkitError
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_lesion_split_is_grouped_stratified_and_sized(ham_table, val, test):
 
 def test_same_seed_gives_byte_identical_manifest_and_another_seed_differs(ham_table, tmp_path):
     for name, seed in [("a.csv", 0), ("b.csv", 0), ("c.csv", 1)]:
-        write_manifest(split_by_lesion(ham_table, seed=seed), tmp_path / name)
+        write_splits(split_by_lesion(ham_table, seed=seed), tmp_path / name)
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()
     manifest = pd.read_csv(tmp_path / "a.csv")
@@ -75,18 +75,18 @@ def test_prepare_splits_checks_every_image(ham_subset):
 
 def test_a_manifest_inside_a_checkout_names_images_relative_to_itself(ham_table, tmp_path):
     """A committed manifest must not carry one machine's paths; read back, every path is found again."""
-    from toolkit.data.readers import read_manifest
+    from toolkit.data.readers import read_splits
 
     table = split_by_lesion(ham_table, seed=0)
     checkout = tmp_path / "repo"
     (checkout / ".git").mkdir(parents=True)
     (checkout / "models" / "run").mkdir(parents=True)
-    write_manifest(table, checkout / "models" / "run" / "splits.csv")
-    write_manifest(table, tmp_path / "loose.csv")  # outside any checkout: absolute, as before
+    write_splits(table, checkout / "models" / "run" / "splits.csv")
+    write_splits(table, tmp_path / "loose.csv")  # outside any checkout: absolute, as before
     committed = pd.read_csv(checkout / "models" / "run" / "splits.csv")
     assert not any(path.startswith("/") for path in committed["path"]) and committed["path"][0].startswith("../")
     assert all(path.startswith("/") for path in pd.read_csv(tmp_path / "loose.csv")["path"])
     assert (checkout / "models" / "run" / "splits.csv").stat().st_mode & 0o044 == 0o044  # readable by others
     for manifest in (checkout / "models" / "run" / "splits.csv", tmp_path / "loose.csv"):
-        read = read_manifest(manifest).table.set_index("image_id")["path"]
+        read = read_splits(manifest).table.set_index("image_id")["path"]
         assert read.to_dict() == table.set_index("image_id")["path"].to_dict()

@@ -18,11 +18,14 @@ import pytest
 from conftest import HAM, IMAGENET_FILE, WEIGHTS
 from test_calibrate import documented_choice
 
+from toolkit.base.errors import ToolkitError
+from toolkit.base.layout import RunLayout
 from toolkit.cli import main
-from toolkit.errors import ToolkitError
-from toolkit.evaluate import evaluate_runs
-from toolkit.model import backbone_of
-from toolkit.train import SNAPSHOTS, EpochReport, TrainConfig, _average_snapshots, train, uses_bn_fix
+from toolkit.model.classifier import backbone_of
+from toolkit.train.config import TrainConfig
+from toolkit.train.evaluate import evaluate_runs
+from toolkit.train.fit import EpochReport, average_snapshots, uses_bn_fix
+from toolkit.train.trainer import train
 
 TINY = TrainConfig(
     data=str(HAM), arch="mobilenet_v2", alpha=0.35, input_size=64, weights="none",
@@ -121,7 +124,7 @@ def test_interrupted_training_resumes_without_losing_an_epoch(tmp_path, monkeypa
         train(replace(TINY, schedule="cosine", average_last=2), out)
     partial = out.with_name("resumed.partial")
     assert len(pd.read_csv(partial / "history.csv")) == 2 and not out.exists()
-    assert [p.name for p in (partial / SNAPSHOTS).iterdir()] == ["epoch_001.npz"]
+    assert [p.name for p in RunLayout(partial).snapshots.iterdir()] == ["epoch_001.npz"]
     interrupted_seconds = json.loads((partial / "state.json").read_text())["seconds"]["finetune"]
     assert interrupted_seconds > 0  # the killed attempt's time is charged, not lost
     monkeypatch.setattr(EpochReport, "on_epoch_end", original)
@@ -135,19 +138,19 @@ def test_interrupted_training_resumes_without_losing_an_epoch(tmp_path, monkeypa
     state = json.loads((out / "state.json").read_text())
     assert state["seconds"]["finetune"] > interrupted_seconds
     assert state["average"]["epochs"] == [1, 2]  # the snapshot from before the interruption counts
-    assert not (out / SNAPSHOTS).exists()
+    assert not RunLayout(out).snapshots.exists()
 
 
 @pytest.mark.parametrize("best_so_far", [-1.0, 2.0])
 def test_averaged_weights_are_the_mean_of_the_snapshots_kept_only_when_val_prefers_them(tmp_path, best_so_far):
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(7)])
-    (tmp_path / SNAPSHOTS).mkdir()
+    RunLayout(tmp_path).snapshots.mkdir()
     snapshots = [[np.full(w.shape, value, np.float32) for w in model.get_weights()] for value in (1.0, 2.0, 6.0)]
     for epoch, weights in enumerate(snapshots, 1):
-        np.savez(tmp_path / SNAPSHOTS / f"epoch_{epoch:03d}.npz", *weights)
+        np.savez(RunLayout(tmp_path).snapshots / f"epoch_{epoch:03d}.npz", *weights)
     state = {"best_val_balanced_accuracy": best_so_far}
     val = np.random.default_rng(0).integers(0, 255, (20, 8, 8, 3)).astype(np.float32), np.arange(20) % 7
-    _average_snapshots(model, tmp_path, state, val)
+    average_snapshots(model, tmp_path, state, val)
     assert state["average"]["epochs"] == [1, 2, 3] and 0 <= state["average"]["val_balanced_accuracy"] <= 1
     kept = best_so_far < 0
     assert state["average"]["kept"] == kept and (tmp_path / "model.keras").exists() == kept
@@ -253,7 +256,7 @@ def test_the_small_run_learns_far_above_a_constant_or_shuffled_answer(small_run)
     balanced accuracy 0.42 and macro-F1 0.38, against 1/7 and about 0.11 for a constant answer."""
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
-    from toolkit.runs import open_run
+    from toolkit.train.runs import open_run
 
     reference = open_run(small_run).reference()
     labels, predicted = reference["test_labels"], reference["test_probs"].argmax(1)

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from toolkit.classes import CLASSES
+from toolkit.base.classes import CLASSES
 
 DEMO_VERSION = 1
 

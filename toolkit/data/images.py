@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from toolkit.errors import ToolkitError
+from toolkit.base.errors import ToolkitError
 
 RESIZE_MODES = ("squash", "pad")
 NPZ_SEPARATOR = "#"
@@ -29,7 +28,7 @@ def _npz_arrays(path: str) -> dict[str, np.ndarray]:
         return {key: npz[key] for key in npz.files}
 
 
-def _read_npz_image(path: str) -> np.ndarray:
+def read_npz_image(path: str) -> np.ndarray:
     file, _, address = path.partition(NPZ_SEPARATOR)
     split, _, index = address.partition("/")
     image = _npz_arrays(file)[f"{split}_images"][int(index)]
@@ -43,9 +42,11 @@ def _looks_truncated(data: bytes) -> bool:
 
 def decode_image(path: str | os.PathLike) -> np.ndarray:
     """Return the image at ``path`` as RGB uint8 (H, W, 3), or raise naming the file and the fault."""
+    import cv2  # here, not at the top: the CLI checks resize modes without loading OpenCV
+
     path = str(path)
     if NPZ_SEPARATOR in path and path.split(NPZ_SEPARATOR)[0].endswith(".npz"):
-        return _read_npz_image(path)
+        return read_npz_image(path)
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -71,6 +72,8 @@ def resize_image(image: np.ndarray, size: int, mode: str = "squash") -> np.ndarr
 
     Shrinking uses area interpolation and enlarging bilinear, as OpenCV recommends.
     """
+    import cv2  # here, not at the top: the CLI checks resize modes without loading OpenCV
+
     if mode not in RESIZE_MODES:
         raise ToolkitError(f"unknown resize mode {mode!r}; expected one of {', '.join(RESIZE_MODES)}")
     height, width = image.shape[:2]

@@ -1,4 +1,4 @@
-"""Readers for the three dataset layouts, and for split manifests, all giving one table.
+"""Readers for the three dataset layouts, and for split files, all giving one table.
 
 The table has one row per image with ``image_id, path, label, lesion_id`` (labels are the
 canonical short class names) and, for layouts that ship one, ``official_split``. Readers only
@@ -15,17 +15,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toolkit.classes import CLASSES, canonical_class
+from toolkit.base.classes import CLASSES, canonical_class
+from toolkit.base.errors import ToolkitError
 from toolkit.data.images import NPZ_SEPARATOR
-from toolkit.errors import ToolkitError
+from toolkit.data.layouts import LAYOUTS, NPZ_SIZES, SPLITS
 
-LAYOUTS = ("auto", "ham10000", "dermamnist", "folders", "manifest")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 HAM_COLUMNS = ("lesion_id", "image_id", "dx")
 HAM_IMAGE_DIRS = re.compile(r"^(images|ham10000_images_part_[12])$", re.IGNORECASE)
 METADATA_NAMES = {"ham10000_metadata.csv", "metadata.csv"}
-MANIFEST_COLUMNS = ("image_id", "path", "label", "split", "lesion_id")
-SPLITS = ("train", "val", "test")
+REQUIRED_SPLIT_COLUMNS = ("image_id", "path", "label", "split", "lesion_id")
 DERMAMNIST_MAP = "dermamnist_split_to_ham10000.csv"
 
 
@@ -121,7 +120,7 @@ def _find_dermamnist_npz(root: Path, size: int) -> Path:
     return expected
 
 
-def read_dermamnist(root: Path, size: int = 28) -> Dataset:
+def read_dermamnist(root: Path, size: int = NPZ_SIZES[0]) -> Dataset:
     """A MedMNIST DermaMNIST ``.npz`` (``{train,val,test}_{images,labels}``) of any image size.
 
     Lesion ids come from ``dermamnist_split_to_ham10000.csv`` beside the file when present;
@@ -171,16 +170,16 @@ def read_folders(root: Path) -> Dataset:
     return Dataset(table, f"folder per class {root}", has_lesion_ids=False)
 
 
-def read_manifest(path: Path) -> Dataset:
-    """A split manifest written by ``python -m toolkit data``."""
-    frame = _read_csv(path, MANIFEST_COLUMNS, "split manifest")
-    folder = Path(os.path.abspath(path)).parent  # relative image paths are relative to the manifest
+def read_splits(path: Path) -> Dataset:
+    """A split file written by ``python -m toolkit data``."""
+    frame = _read_csv(path, REQUIRED_SPLIT_COLUMNS, "split file")
+    folder = Path(os.path.abspath(path)).parent  # relative image paths are relative to the split file
     frame["path"] = [image if os.path.isabs(image) else os.path.normpath(folder / image) for image in frame["path"]]
     frame["label"] = _canonical_labels(frame["label"], str(path))
     unknown = sorted(set(frame["split"]) - set(SPLITS))
     if unknown:
         raise ToolkitError(f"unknown split {unknown[0]!r} in {path}; expected one of {', '.join(SPLITS)}")
-    return Dataset(frame, f"split manifest {path}")
+    return Dataset(frame, f"split file {path}")
 
 
 def detect_layout(root: Path) -> str:
@@ -212,7 +211,9 @@ def check_classes(table: pd.DataFrame, where: str) -> None:
         raise ToolkitError(f"class {empty[0]!r} has no images in {where}")
 
 
-def read_dataset(root: str | Path, layout: str = "auto", skip_bad: bool = False, npz_size: int = 28) -> Dataset:
+def read_dataset(
+    root: str | Path, layout: str = "auto", skip_bad: bool = False, npz_size: int = NPZ_SIZES[0]
+) -> Dataset:
     """Read any supported layout into a :class:`Dataset`, checking that every class has images."""
     root = Path(root)
     if not root.exists():
@@ -227,6 +228,6 @@ def read_dataset(root: str | Path, layout: str = "auto", skip_bad: bool = False,
     elif layout == "folders":
         dataset = read_folders(root)
     else:
-        dataset = read_manifest(root)
+        dataset = read_splits(root)
     check_classes(dataset.table, str(root))
     return dataset

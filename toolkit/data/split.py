@@ -1,4 +1,4 @@
-"""Lesion-grouped, class-stratified, seeded splits, the leakage audit, and the split manifest.
+"""Lesion-grouped, class-stratified, seeded splits, the leakage audit, and the split file.
 
 HAM10000 holds several images of many lesions; splitting by image puts near-copies of a test
 lesion into training and inflates every number. So lesions, not images, are split, stratified by
@@ -16,16 +16,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toolkit.classes import CLASSES
-from toolkit.data.images import NPZ_SEPARATOR, _read_npz_image, load_images
-from toolkit.data.readers import SPLITS, check_classes, detect_layout, read_dataset, read_manifest
-from toolkit.errors import ToolkitError
-from toolkit.paths import checkout_root
+from toolkit.base.classes import CLASSES
+from toolkit.base.errors import ToolkitError
+from toolkit.base.paths import checkout_root
+from toolkit.data.images import NPZ_SEPARATOR, load_images, read_npz_image
+from toolkit.data.layouts import NPZ_SIZES, SPLIT_SEED, SPLITS, TEST_SHARE, VAL_SHARE
+from toolkit.data.readers import check_classes, detect_layout, read_dataset, read_splits
 
-MANIFEST_COLUMNS = ["image_id", "path", "label", "label_index", "split", "lesion_id"]
+SPLIT_COLUMNS = ["image_id", "path", "label", "label_index", "split", "lesion_id"]
 
 
-def split_by_lesion(table: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed: int = 0) -> pd.DataFrame:
+def split_by_lesion(
+    table: pd.DataFrame, val: float = VAL_SHARE, test: float = TEST_SHARE, seed: int = SPLIT_SEED
+) -> pd.DataFrame:
     """Return a copy of ``table`` with a ``split`` column; every lesion lands in exactly one split.
 
     Within each class the lesions are shuffled with ``seed`` and cut at the requested shares, so
@@ -58,7 +61,7 @@ def official_split(table: pd.DataFrame) -> pd.DataFrame:
 
 def _content_hash(path: str) -> str:
     if NPZ_SEPARATOR in path and path.split(NPZ_SEPARATOR)[0].endswith(".npz"):
-        return hashlib.sha1(_read_npz_image(path).tobytes()).hexdigest()
+        return hashlib.sha1(read_npz_image(path).tobytes()).hexdigest()
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
@@ -121,23 +124,23 @@ def write_atomic(path: str | Path, write) -> None:
         raise
 
 
-def relative_image_path(image: str, manifest_dir: Path) -> str:
-    """``image`` relative to the manifest's folder, so a committed manifest names no one machine's paths."""
+def relative_image_path(image: str, folder: Path) -> str:
+    """``image`` relative to the split file's folder, so a committed split file names no one machine's paths."""
     file, separator, address = image.partition(NPZ_SEPARATOR)
-    return Path(os.path.relpath(os.path.abspath(file), manifest_dir)).as_posix() + separator + address
+    return Path(os.path.relpath(os.path.abspath(file), folder)).as_posix() + separator + address
 
 
-def write_manifest(table: pd.DataFrame, path: str | Path) -> None:
-    """Write the split manifest; the same table always gives the same bytes.
+def write_splits(table: pd.DataFrame, path: str | Path) -> None:
+    """Write the split file; the same table always gives the same bytes.
 
-    Inside a git checkout, where the manifest may be committed, image paths are relative to it.
+    Inside a git checkout, where the split file may be committed, image paths are relative to it.
     """
     folder = Path(os.path.abspath(path)).parent
     if checkout_root(folder) is not None:
         table = table.assign(path=[relative_image_path(image, folder) for image in table["path"]])
-    manifest = table.assign(label_index=[CLASSES.index(c) for c in table["label"]])[MANIFEST_COLUMNS]
-    manifest = manifest.sort_values(["image_id", "path"], kind="stable")
-    write_atomic(path, lambda tmp: manifest.to_csv(tmp, index=False, lineterminator="\n"))
+    rows = table.assign(label_index=[CLASSES.index(c) for c in table["label"]])[SPLIT_COLUMNS]
+    rows = rows.sort_values(["image_id", "path"], kind="stable")
+    write_atomic(path, lambda tmp: rows.to_csv(tmp, index=False, lineterminator="\n"))
 
 
 @dataclass
@@ -154,15 +157,16 @@ class PreparedSplits:
 def prepare_splits(
     root: str | Path,
     layout: str = "auto",
-    val: float = 0.15,
-    test: float = 0.15,
-    seed: int = 0,
+    val: float = VAL_SHARE,
+    test: float = TEST_SHARE,
+    seed: int = SPLIT_SEED,
     keep_official: bool = False,
     skip_bad: bool = False,
     check_images: bool = True,
+    npz_size: int = NPZ_SIZES[0],
 ) -> PreparedSplits:
     """Read, check every image decodes as RGB, split by lesion (or keep the official split) and audit."""
-    dataset = read_dataset(root, layout, skip_bad)
+    dataset = read_dataset(root, layout, skip_bad, npz_size)
     table, skipped = dataset.table, list(dataset.skipped)
     if check_images:
         loaded = load_images(table["path"].tolist(), size=None, skip_bad=skip_bad, desc="checking images")
@@ -172,11 +176,13 @@ def prepare_splits(
     return PreparedSplits(table, dataset.source, dataset.has_lesion_ids, audit_splits(table), skipped)
 
 
-def run_split(source: Path, val: float = 0.15, test: float = 0.15, seed: int = 0, limit: int = 0) -> pd.DataFrame:
-    """The split a training run uses: a split manifest as written, or the data split by lesion; then at most
+def run_split(
+    source: Path, val: float = VAL_SHARE, test: float = TEST_SHARE, seed: int = SPLIT_SEED, limit: int = 0
+) -> pd.DataFrame:
+    """The split a training run uses: a split file as written, or the data split by lesion; then at most
     ``limit`` images per split. Deterministic, so a packed run can rebuild it instead of carrying it."""
     if source.exists() and detect_layout(source) == "manifest":
-        table = read_manifest(source).table
+        table = read_splits(source).table
     else:
         table = prepare_splits(source, val=val, test=test, seed=seed, check_images=False).table
     return limit_per_split(table, limit, seed) if limit else table

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 
-from toolkit.model import backbone_of
+from toolkit.model.classifier import backbone_of
 
 INT8_MAX = 127  # symmetric per-channel weights, as the converter writes them
 
@@ -107,12 +107,10 @@ def _named_in(layer: keras.layers.Layer, tensors: tuple[str, ...]) -> bool:
 
 
 @contextlib.contextmanager
-def bias_corrected(
-    model: keras.Model, images: np.ndarray, adaptive_rounding: bool = True, keep: tuple[str, ...] = ()
-) -> Iterator[int]:
+def bias_corrected(model: keras.Model, images: np.ndarray, keep: tuple[str, ...] = ()) -> Iterator[int]:
     """Within the block, every folded pair's BatchNorm offset cancels its rounding shift; yields how many.
 
-    With ``adaptive_rounding``, 3x3 depthwise kernels are first snapped to the int8 grid the converter
+    3x3 depthwise kernels are first snapped to the int8 grid the converter
     uses, rounded to minimise the error's variance on the images (the converter then keeps them).
     Pairs named in the converted tensor names ``keep`` stay float and are left alone. Kernels and
     offsets are restored on exit, so a model can be converted again from scratch.
@@ -134,7 +132,7 @@ def bias_corrected(
             scale[scale == 0] = 1.0
             steps = folded / scale
             depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
-            if adaptive_rounding and depthwise and conv.kernel.shape[:2] == (3, 3):
+            if depthwise and conv.kernel.shape[:2] == (3, 3):
                 inside = keras.Model(backbone.input, conv.input)  # called eagerly: predict would retrace per layer
                 patches = keras.ops.convert_to_numpy(inside(inputs[:16]))
                 if conv.padding == "same":  # the kernel also sees the zero border

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from toolkit.classes import CLASSES
+from toolkit.base.classes import CLASSES
+from toolkit.base.errors import ToolkitError
 from toolkit.data.images import load_images
-from toolkit.errors import ToolkitError
-from toolkit.runs import Run
+from toolkit.train.runs import Run
 
 
 def stratified_sample(rows: pd.DataFrame, count: int, seed: int = 0, where: str = "the training split") -> pd.DataFrame:

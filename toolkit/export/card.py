@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toolkit.classes import CLASSES
-from toolkit.evaluate import plot_confusion, plot_reliability
+from toolkit.base.classes import CLASSES
+from toolkit.base.plots import plot_confusion, plot_reliability
 
 CARD_DIR = "card"
 LIMITS = (

@@ -13,62 +13,20 @@ and the normalisation inside the graph sees exactly the pixel values it was trai
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
-from toolkit.errors import ToolkitError
+from toolkit.base.errors import ToolkitError
+from toolkit.base.runtime import INPUT_NAME, OUTPUT_NAME, interpreter, quiet_native_logs
+from toolkit.export.quantization import Quantization
 
-QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
-IO_TYPES = ("uint8", "int8", "float32")
-BACKENDS = ("tflite", "litert")
-INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
 # Ops that only convert between the float interface and the int8 graph, allowed with float32 I/O.
 BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
 
 
-@dataclass(frozen=True)
-class Quantization:
-    """What to produce: the preset, the interface dtype of int8 models and the int8 back end."""
-
-    mode: str = "int8"
-    io: str = ""  # int8 only: the input and output dtype the app sees; "": uint8 (tflite), int8 (litert)
-    backend: str = "tflite"
-    allow_float_ops: bool = False
-    bias_correction: bool = True  # int8 only: cancel the kernels' rounding shift (toolkit.export.bias_correction)
-
-    def __post_init__(self) -> None:
-        if not self.io:
-            object.__setattr__(self, "io", "int8" if self.backend == "litert" else "uint8")
-        for value, allowed, what in (
-            (self.mode, QUANTIZATIONS, "quantization"),
-            (self.io, IO_TYPES, "--io"),
-            (self.backend, BACKENDS, "quantizer back end"),
-        ):
-            if value not in allowed:
-                raise ToolkitError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
-
-    @property
-    def io_dtype(self) -> str:
-        return self.io if self.mode == "int8" else "float32"
-
-
-@contextlib.contextmanager
-def quiet_native_logs() -> Iterator[None]:
-    """Send what native code writes to stderr (converter and delegate log lines) to /dev/null; errors still raise."""
-    with open(os.devnull, "w") as null, contextlib.ExitStack() as stack:
-        saved = os.dup(2)
-        stack.callback(os.close, saved)
-        stack.callback(os.dup2, saved, 2)
-        os.dup2(null.fileno(), 2)
-        yield
-
-
-def _saved_model(model, input_size: int, folder: str) -> None:
+def saved_model(model, input_size: int, folder: str) -> None:
     """A SavedModel with one named endpoint, batch 1: the tensor names the app and metadata will see."""
     import keras
     import tensorflow as tf
@@ -98,7 +56,7 @@ def _tflite_converter(model, input_size: int, quantization: Quantization, calibr
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as folder:
-        _saved_model(model, input_size, folder)
+        saved_model(model, input_size, folder)
         converter = tf.lite.TFLiteConverter.from_saved_model(folder)
         mode = quantization.mode if quantization.backend == "tflite" else "float32"
         if mode != "float32":
@@ -147,23 +105,6 @@ def convert(model, input_size: int, quantization: Quantization, calibration: np.
     if quantization.mode == "int8":
         check_integer_only(converted, quantization)
     return converted
-
-
-def interpreter(model: bytes | str, threads: int | None = None, xnnpack: bool = True):
-    """An allocated ``ai_edge_litert`` interpreter; without XNNPACK the graph's own ops stay visible."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    source = {"model_content": model} if isinstance(model, bytes | bytearray) else {"model_path": str(model)}
-    try:
-        with quiet_native_logs():
-            runner = Interpreter(**source, num_threads=threads, experimental_op_resolver_type=resolver)
-            runner.allocate_tensors()
-    except (ValueError, RuntimeError) as error:
-        where = "" if isinstance(model, bytes | bytearray) else f" {model}"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ToolkitError(f"not a TFLite model the interpreter can load{where}: {reason}") from None
-    return runner
 
 
 def float_ops(model: bytes) -> list[tuple[str, str]]:

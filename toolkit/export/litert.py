@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from toolkit.errors import ToolkitError
+from toolkit.base.errors import ToolkitError
 
 WEIGHT_RANGE_FLOOR = 1e-3
 
@@ -56,7 +56,7 @@ def quantize_int8(float_model: bytes, calibration: np.ndarray, io: str = "int8",
         from litert_quantizer.utils import qsv_utils
     except ImportError:
         raise ToolkitError("litert-quantizer is not installed: pip install litert-quantizer") from None
-    from toolkit.export.convert import INPUT_NAME, quiet_native_logs
+    from toolkit.base.runtime import INPUT_NAME, quiet_native_logs
 
     buffer = bytearray(float_model)
     engine = quantizer.Quantizer(buffer)

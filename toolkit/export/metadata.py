@@ -13,8 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.env import import_metadata_writers
-from toolkit.errors import ToolkitError
+from toolkit.base.env import import_metadata_writers
+from toolkit.base.errors import ToolkitError
 
 NORM_MEAN, NORM_STD = [0.0], [1.0]
 

@@ -16,8 +16,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from toolkit.errors import ToolkitError
-from toolkit.export.convert import Quantization, _saved_model, pin_input_range, prepared_for_int8, quiet_native_logs
+from toolkit.base.errors import ToolkitError
+from toolkit.base.runtime import quiet_native_logs
+from toolkit.export.convert import pin_input_range, prepared_for_int8, saved_model
+from toolkit.export.quantization import Quantization
 
 
 @contextlib.contextmanager
@@ -33,7 +35,7 @@ def _debugger(model, input_size: int, quantization: Quantization, calibration, i
     import tensorflow as tf
 
     with prepared_for_int8(model, quantization, calibration, keep):  # the weights the bundle will hold
-        _saved_model(model, input_size, folder)
+        saved_model(model, input_size, folder)
     converter = tf.lite.TFLiteConverter.from_saved_model(folder)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     samples = pin_input_range(calibration).astype(np.float32)

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from toolkit import __version__
-from toolkit.bundle import LABELS, MANIFEST, MODEL, SCHEMA_VERSION
-from toolkit.classes import CLASSES, DISPLAY_NAMES
-from toolkit.errors import ToolkitError
-from toolkit.export.convert import interpreter
+from toolkit.base.classes import CLASSES, DISPLAY_NAMES
+from toolkit.base.errors import ToolkitError
+from toolkit.base.io import write_json
+from toolkit.base.runtime import interpreter
+from toolkit.export.bundle import LABELS, MANIFEST, MODEL, SCHEMA_VERSION
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 README, DART = "README.md", "lesion_classifier.dart"
@@ -146,7 +147,7 @@ def write_docs(folder: Path, manifest: dict, report: dict | None = None) -> None
     (folder / DART).write_text(_render(DART, values))
     files = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir()) if p.is_file()}
     files.pop(MANIFEST, None)
-    (folder / MANIFEST).write_text(json.dumps({**manifest, "files": files}, indent=2) + "\n")
+    write_json(folder / MANIFEST, {**manifest, "files": files})
 
 
 def update_manifest(folder: Path, updates: dict, report: dict | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from toolkit.errors import ToolkitError
+from toolkit.base.errors import ToolkitError
 
 CLASSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 

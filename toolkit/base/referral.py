@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from toolkit.classes import CLASSES
+from toolkit.base.classes import CLASSES
 
 SCORES: dict[str, tuple[str, ...]] = {"malignant": ("mel", "bcc", "akiec"), "melanoma": ("mel",)}
 SENSITIVITIES = (0.90, 0.95)

@@ -1,6 +1,6 @@
-"""Finished training runs as the later stages read them: config, split manifest, metrics and the model.
+"""Finished training runs as the later stages read them: config, split file, metrics and the model.
 
-Export, drift and evaluate all start from a run folder written by :mod:`toolkit.train`; this module
+Export, drift and evaluate all start from a run folder written by :mod:`toolkit.train.trainer`; this module
 is their one way in, with the errors a wrong folder deserves.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,13 +17,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toolkit.classes import CLASSES
-from toolkit.data.readers import read_manifest
-from toolkit.errors import ToolkitError
-from toolkit.paths import find_portable, portable_path
+from toolkit.base.classes import CLASSES
+from toolkit.base.errors import ToolkitError
+from toolkit.base.io import write_json
+from toolkit.base.layout import RunLayout
+from toolkit.base.paths import find_portable, portable_path
+from toolkit.data.readers import read_splits
+from toolkit.data.split import run_split, write_splits
+from toolkit.train.decision import Decision, unfold_from_head
 
 RUNS_ROOT = Path("runs")
-SPLIT_DIGEST = "split.json"  # a packed run's split: rebuilt from the data, checked by this digest
 TRAIN_HINT = "train one with `python -m toolkit train --demo --out runs/demo` (or run `make demo`)"
 
 
@@ -31,7 +35,7 @@ def latest_run(root: Path = RUNS_ROOT) -> Path:
     finished = [p.parent for p in root.glob("*/model.keras") if not p.parent.name.endswith(".partial")]
     if not finished:
         raise ToolkitError(f"no finished training run under {root}/: {TRAIN_HINT}")
-    return max(finished, key=lambda p: (p / "model.keras").stat().st_mtime)
+    return max(finished, key=lambda p: RunLayout(p).model.stat().st_mtime)
 
 
 @dataclass
@@ -47,6 +51,10 @@ class Run:
         return self.path.name
 
     @property
+    def files(self) -> RunLayout:
+        return RunLayout(self.path)
+
+    @property
     def input_size(self) -> int:
         return int(self.config["input_size"])
 
@@ -56,25 +64,25 @@ class Run:
 
     @cached_property
     def metrics(self) -> dict:
-        path = self.path / "metrics.json"
+        path = self.files.metrics
         return json.loads(path.read_text()) if path.exists() else {}
 
     @cached_property
     def decision(self) -> dict | None:
         """The decision rule folded into the model's head (``decision.json``), if the run fitted one."""
-        path = self.path / "decision.json"
+        path = self.files.decision
         return json.loads(path.read_text()) if path.exists() else None
 
     def rows(self, split: str) -> pd.DataFrame:
         """The manifest rows of one split, in image-id order, with ``label_index``."""
         rows = self.table[self.table["split"] == split].sort_values("image_id", kind="stable")
         if rows.empty:
-            raise ToolkitError(f"the {split} split of {self.path / 'splits.csv'} is empty")
+            raise ToolkitError(f"the {split} split of {self.files.splits} is empty")
         return rows.assign(label_index=rows["label"].map(CLASSES.index).to_numpy())
 
     def reference(self) -> dict[str, np.ndarray]:
         """The float reference; a packed run's ids and labels come from its rebuilt split, checked by digest."""
-        path = self.path / "reference.npz"
+        path = self.files.reference
         if not path.exists():
             raise ToolkitError(f"no reference.npz in {self.path}: retrain the run to get the float reference")
         with np.load(path) as npz:
@@ -91,7 +99,7 @@ class Run:
     def load_model(self, compile: bool = True):
         import keras
 
-        path = self.path / "model.keras"
+        path = self.files.model
         try:
             return keras.saving.load_model(path, compile=compile)
         except Exception as error:  # Keras raises ValueError, OSError, zipfile.BadZipFile and more
@@ -99,8 +107,6 @@ class Run:
 
     def load_raw_model(self):
         """The best model with its folded decision rule (prior shift, temperature) taken out of the head."""
-        from toolkit.calibrate import Decision, unfold_from_head
-
         model = self.load_model()
         if self.decision is not None:
             unfold_from_head(model, Decision(**self.decision))
@@ -112,15 +118,16 @@ def open_run(path: Path | None = None) -> Run:
     path = Path(path) if path is not None else latest_run()
     if not path.is_dir():
         raise ToolkitError(f"run folder not found: {path}")
-    manifest = "splits.csv" if not (path / SPLIT_DIGEST).exists() else SPLIT_DIGEST
-    for needed in ("model.keras", "config.json", manifest):
-        if not (path / needed).exists():
-            raise ToolkitError(f"no {needed} in {path}: is it a finished training run? ({TRAIN_HINT})")
+    files = RunLayout(path)
+    packed = files.split_digest.exists()
+    for needed in (files.model, files.config, files.split_digest if packed else files.splits):
+        if not needed.exists():
+            raise ToolkitError(f"no {needed.name} in {path}: is it a finished training run? ({TRAIN_HINT})")
     try:
-        config = json.loads((path / "config.json").read_text())
+        config = json.loads(files.config.read_text())
     except json.JSONDecodeError as error:
-        raise ToolkitError(f"cannot parse {path / 'config.json'}: {error}") from None
-    table = read_manifest(path / manifest).table if manifest == "splits.csv" else _rebuilt_split(path, config)
+        raise ToolkitError(f"cannot parse {files.config}: {error}") from None
+    table = _rebuilt_split(path, config) if packed else read_splits(files.splits).table
     return Run(path=path, config=config, table=table)
 
 
@@ -131,34 +138,20 @@ def split_digest(ids: object, splits: object = ()) -> str:
 
 
 def _rebuilt_split(path: Path, config: dict) -> pd.DataFrame:
-    """A packed run keeps no split manifest, which would copy the dataset's metadata into the repository.
+    """A packed run keeps no split file, which would copy the dataset's metadata into the repository.
 
     Its split is rebuilt from the data as training built it (the split is deterministic) and checked
     against the digest the pack recorded.
     """
-    from toolkit.data.split import run_split
-
     data = find_portable(config["data"], path)
     if not data.exists():
         raise ToolkitError(f"{path} rebuilds its split from {data}, which does not exist: put the dataset there")
     table = run_split(data, **{key: config[key] for key in ("val", "test", "seed", "limit") if key in config})
-    expected = json.loads((path / SPLIT_DIGEST).read_text())["sha256"]
+    expected = json.loads(RunLayout(path).split_digest.read_text())["sha256"]
     ordered = table.sort_values("image_id", kind="stable")
     if split_digest(ordered["image_id"], ordered["split"]) != expected:
         raise ToolkitError(f"the split rebuilt from {data} is not the one {path} was trained on: is it the same data?")
     return table
-
-
-PACKED_FILES = (
-    "config.json",
-    "state.json",
-    "history.csv",
-    "metrics.json",
-    "decision.json",
-    "reference.npz",
-    "training_curves.png",
-    "confusion_matrix.png",
-)
 
 
 def pack_run(source: Path, out: Path, force: bool = False) -> Path:
@@ -167,10 +160,6 @@ def pack_run(source: Path, out: Path, force: bool = False) -> Path:
     With it anyone can rerun ``drift`` on a shipped bundle or export another preset without training.
     The data path becomes relative to the checkout; the split is kept as a digest (see :func:`_pack_split`).
     """
-    import shutil
-
-    from toolkit.data.split import write_manifest
-
     run = open_run(source)
     if out.exists() and not force:
         raise ToolkitError(f"{out} already exists: pass --force to replace it")
@@ -178,17 +167,17 @@ def pack_run(source: Path, out: Path, force: bool = False) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        for name in PACKED_FILES:
-            if (run.path / name).exists():
-                shutil.copy2(run.path / name, staging / name)
+        for path in run.files.committable():
+            if path.exists():
+                shutil.copy2(path, staging / path.name)
         data = run.config.get("data", "")
         if data and data != "demo":
             config = {**run.config, "data": portable_path(data, out)}
-            (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+            write_json(RunLayout(staging).config, config)
             _pack_split(run, staging)
         else:
-            write_manifest(run.table, staging / "splits.csv")
-        run.load_model(compile=False).save(staging / "model.keras")  # uncompiled: no optimizer state
+            write_splits(run.table, RunLayout(staging).splits)
+        run.load_model(compile=False).save(RunLayout(staging).model)  # uncompiled: no optimizer state
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -199,12 +188,12 @@ def pack_run(source: Path, out: Path, force: bool = False) -> Path:
 
 
 def _pack_split(run: Run, staging: Path) -> None:
-    """Digests instead of the split manifest and of the reference's ids and labels: no dataset metadata."""
+    """Digests instead of the split file and of the reference's ids and labels: no dataset metadata."""
     ordered = run.table.sort_values("image_id", kind="stable")
     digest = {"sha256": split_digest(ordered["image_id"], ordered["split"]), "images": len(ordered)}
-    (staging / SPLIT_DIGEST).write_text(json.dumps(digest, indent=2) + "\n")
+    write_json(RunLayout(staging).split_digest, digest)
     reference = run.reference()
     for split in ("val", "test"):
         reference[f"{split}_ids_sha256"] = split_digest(reference.pop(f"{split}_ids"))
         reference.pop(f"{split}_labels")
-    np.savez(staging / "reference.npz", **reference)
+    np.savez(RunLayout(staging).reference, **reference)

@@ -16,61 +16,18 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
+from tqdm.auto import tqdm
 
-from toolkit.classes import CLASSES
-from toolkit.errors import ToolkitError
+from toolkit.base.classes import CLASSES
+from toolkit.base.errors import ToolkitError
+from toolkit.model.backbones import backbone_spec
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406]) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225]) * 255
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """How to build one backbone, normalise its input, and where fine-tuning may start."""
-
-    build: Callable[..., keras.Model]
-    preprocessing: str  # "tf": [-1, 1]; "torch": ImageNet mean/std
-    default_size: int
-    boundaries: dict[str, str]  # boundary name -> first layer (by name prefix) that fine-tunes
-    default_boundary: str
-    alphas: tuple[float, ...] = ()
-
-
-def _mobilenet_v2(alpha: float, **kwargs) -> keras.Model:
-    return keras.applications.MobileNetV2(alpha=alpha, **kwargs)
-
-
-def _densenet(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
-    return lambda alpha, **kwargs: builder(**kwargs)
-
-
-_DENSENET_BOUNDARIES = {"conv5": "conv5_"}
-
-BACKBONES: dict[str, BackboneSpec] = {
-    "mobilenet_v2": BackboneSpec(
-        _mobilenet_v2,
-        "tf",
-        224,
-        {"block_13": "block_13_", "block_16": "block_16_"},
-        "block_13",
-        alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
-    ),
-    "densenet121": BackboneSpec(_densenet(keras.applications.DenseNet121), "torch", 224, _DENSENET_BOUNDARIES, "conv5"),
-    "densenet169": BackboneSpec(_densenet(keras.applications.DenseNet169), "torch", 224, _DENSENET_BOUNDARIES, "conv5"),
-    "densenet201": BackboneSpec(_densenet(keras.applications.DenseNet201), "torch", 224, _DENSENET_BOUNDARIES, "conv5"),
-}
-
-
-def backbone_spec(arch: str) -> BackboneSpec:
-    if arch not in BACKBONES:
-        raise ToolkitError(f"unknown architecture {arch!r}; expected one of {', '.join(BACKBONES)}")
-    return BACKBONES[arch]
 
 
 def normalisation_layer(arch: str) -> keras.layers.Layer:
@@ -92,9 +49,11 @@ def build_backbone(arch: str, input_size: int, weights: str = "imagenet", alpha:
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
         raise ToolkitError(f"weights file not found: {weights}")
     shape = (input_size, input_size, 3)
+    build = getattr(keras.applications, spec.application)
+    options = {"alpha": alpha} if spec.alphas else {}  # DenseNet has no width multiplier
     try:
-        backbone = spec.build(
-            alpha, include_top=False, weights=None if weights != "imagenet" else "imagenet", input_shape=shape
+        backbone = build(
+            **options, include_top=False, weights=None if weights != "imagenet" else "imagenet", input_shape=shape
         )
     except ValueError as error:
         raise ToolkitError(f"{arch} cannot take input size {input_size}: {str(error).splitlines()[0]}") from None
@@ -173,3 +132,10 @@ def set_phase(model: keras.Model, arch: str, phase: str, boundary: str | int, bn
             layer.trainable = not bn_fix  # the original workaround left every BatchNorm trainable
         else:
             layer.trainable = index >= start
+
+
+def predict(model: keras.Model, images: np.ndarray, desc: str = "predicting", batch_size: int = 64) -> np.ndarray:
+    """``model`` over ``images`` in batches, with a progress bar; the same code on every backend."""
+    starts = range(0, len(images), batch_size)
+    batches = (np.asarray(model.predict_on_batch(images[i : i + batch_size])) for i in starts)
+    return np.concatenate(list(tqdm(batches, total=len(starts), desc=desc, leave=False, disable=None)))

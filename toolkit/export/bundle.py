@@ -14,25 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.base.errors import ToolkitError
+from toolkit.base.runtime import dequantize_output, interpreter, quantize_input
 from toolkit.data.images import decode_image, load_images, resize_image
-from toolkit.errors import ToolkitError
 
 MANIFEST, LABELS, MODEL = "manifest.json", "labels.txt", "model.tflite"
 SCHEMA_VERSION = 1
 NOT_A_DEVICE = "Not a medical device: research and demonstration use only, not for diagnosis."
-
-
-def quantize_input(images: np.ndarray, dtype: str, scale: float, zero_point: int) -> np.ndarray:
-    """uint8 RGB images as the model's input dtype (raw bytes for uint8; shifted by 128 for int8)."""
-    if dtype == "float32":
-        return images.astype(np.float32)
-    quantized = np.round(images.astype(np.float32) / scale) + zero_point
-    info = np.iinfo(dtype)
-    return np.clip(quantized, info.min, info.max).astype(dtype)
-
-
-def dequantize_output(values: np.ndarray, dtype: str, scale: float, zero_point: int) -> np.ndarray:
-    return values.astype(np.float32) if dtype == "float32" else (values.astype(np.float32) - zero_point) * scale
 
 
 @dataclass
@@ -88,7 +76,7 @@ class Bundle:
 
     def operating_points(self) -> tuple[str, list]:
         """The referral operating points of the manifest (default name, points); none for older bundles."""
-        from toolkit.referral import from_dict
+        from toolkit.base.referral import from_dict
 
         referral = self.manifest.get("referral") or {}
         return referral.get("default", ""), [from_dict(point) for point in referral.get("points", [])]
@@ -115,7 +103,6 @@ class Bundle:
         return dequantize_output(raw, spec["dtype"], spec["scale"], spec["zero_point"])
 
     def interpreter(self, threads: int | None = None, xnnpack: bool = True):
-        from toolkit.export.convert import interpreter
 
         runner = interpreter(str(self.path / MODEL), threads=threads, xnnpack=xnnpack)
         details = runner.get_input_details()[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from toolkit.errors import ToolkitError
+from toolkit.base.errors import ToolkitError
 
 LIBUSB_PACKAGE = "libusb-1.0-0"
 

@@ -6,20 +6,29 @@ imbalance handling, the fine-tune boundary, the input size. The decision rule ne
 ``no_decision`` undoes the folded prior shift and temperature of the ``base`` run's predictions.
 Float models, test split; numbers compare with each other, not with the full recipe's.
 
-    .venv/bin/python benchmarks/ablation_ham10000.py            # writes results/ablation_ham10000.json
-    .venv/bin/python benchmarks/ablation_ham10000.py --only base no_bn_fix
+    .venv/bin/python research/ablation_ham10000.py            # writes benchmarks/results/ablation_ham10000.json
+    .venv/bin/python research/ablation_ham10000.py --only base no_bn_fix
+
+A research script, not a benchmark: it builds on the accuracy benchmark's recipes and helpers, so it
+puts ``benchmarks/`` on the import path; its results go beside the benchmarks' own.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from accuracy_ham10000 import RUNS, config_for, scores
 from common import RESULTS, environment, write_result
+
+from toolkit.base.layout import RunLayout
 
 # Two fine-tuning epochs leave a schedule nothing to decay: a constant rate (plateau never fires) keeps it simple.
 SHORT = {"input_size": 112, "epochs_head": 1, "epochs_finetune": 2, "schedule": "plateau"}
@@ -38,19 +47,19 @@ def undo_decision(run) -> dict:
     """The base run's test predictions without the folded prior shift and temperature."""
     from scipy.special import softmax
 
-    from toolkit.evaluate import compute_metrics
-    from toolkit.runs import open_run
+    from toolkit.base.metrics import compute_metrics
+    from toolkit.train.runs import open_run
 
     decision = open_run(run).decision
-    with np.load(run / "reference.npz") as reference:
+    with np.load(RunLayout(run).reference) as reference:
         probs, labels = reference["test_probs"], reference["test_labels"]
     logits = np.log(np.clip(probs, 1e-12, 1)) * decision["temperature"] - np.asarray(decision["shift"])
     return compute_metrics(labels, softmax(logits, axis=1))
 
 
 def main() -> None:
-    from toolkit.runs import open_run
-    from toolkit.train import train
+    from toolkit.train.runs import open_run
+    from toolkit.train.trainer import train
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="run these variants (default: all)")
@@ -64,7 +73,7 @@ def main() -> None:
         run = RUNS / "ablation" / name
         started = time.monotonic()
         train(config, run, force=True)
-        metrics = json.loads((run / "metrics.json").read_text())
+        metrics = json.loads(RunLayout(run).metrics.read_text())
         decision = open_run(run).decision
         result["variants"][name] = {
             "changed": VARIANTS[name],

@@ -7,16 +7,22 @@ None of these needs training, so they are worth ruling in or out before another 
 Each run's folded decision rule is undone first, so the runs compare on their raw softmax: fair between
 runs trained with class weights (whose rule kept no shift), not for a run that leans on its prior shift.
 
-    .venv/bin/python benchmarks/val_probes_ham10000.py runs/ham10000_mobilenet_v2 runs/ham10000_mobilenet_v2_224
+    .venv/bin/python research/val_probes_ham10000.py runs/ham10000_mobilenet_v2 runs/ham10000_mobilenet_v2_224
+
+A research script, not a benchmark: it builds on the accuracy benchmark's recipes and helpers, so it
+puts ``benchmarks/`` on the import path; its results go beside the benchmarks' own.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from accuracy_ham10000 import REPORTED, epoch_history
 from common import environment, write_result
 
@@ -46,7 +52,7 @@ def view(images: np.ndarray, transpose: bool, flip_rows: bool, flip_columns: boo
 
 
 def headline(labels: np.ndarray, probs: np.ndarray) -> dict:
-    from toolkit.evaluate import compute_metrics
+    from toolkit.base.metrics import compute_metrics
 
     metrics = compute_metrics(labels, probs)
     return {key: round(metrics[key], 4) for key in REPORTED}
@@ -54,8 +60,9 @@ def headline(labels: np.ndarray, probs: np.ndarray) -> dict:
 
 def main() -> None:
     from toolkit.data.images import load_images
-    from toolkit.runs import open_run
-    from toolkit.train import mean_weights, predict
+    from toolkit.model.classifier import predict
+    from toolkit.train.fit import mean_weights
+    from toolkit.train.runs import open_run
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="finished MobileNetV2 run folders on the same split")
@@ -79,7 +86,7 @@ def main() -> None:
         model = run.load_raw_model()
         models.append(model)
         probs[run.name] = predict(model, val_images(run.input_size), f"{run.name} on val")
-        state = json.loads((run.path / "state.json").read_text())
+        state = json.loads(run.files.state.read_text())
         result["runs"][run.name] = {
             "input_size": run.input_size,
             "schedule": run.config["schedule"],

@@ -13,22 +13,14 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.special import softmax
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss
 
-from toolkit.classes import CLASSES
-from toolkit.errors import ToolkitError
+from toolkit.base.classes import CLASSES
+from toolkit.base.errors import ToolkitError
 
 if TYPE_CHECKING:
     import keras
 
-OBJECTIVES = {
-    "balanced_accuracy": balanced_accuracy_score,
-    "macro_f1": lambda labels, predicted: f1_score(
-        labels, predicted, labels=np.unique(labels), average="macro", zero_division=0
-    ),  # over the classes present, as toolkit.evaluate scores it
-    "accuracy": accuracy_score,
-}
+OBJECTIVES = ("balanced_accuracy", "macro_f1", "accuracy")
 TAUS = np.round(np.linspace(-0.5, 1.5, 21), 2)
 TEMPERATURES = np.exp(np.linspace(np.log(0.2), np.log(5.0), 101))
 # A shift must beat smaller ones by this much on validation to be taken. On the first HAM10000
@@ -52,6 +44,20 @@ class Decision:
         return asdict(self)
 
 
+def objective_score(objective: str, labels: np.ndarray, predicted: np.ndarray) -> float:
+    """``objective`` of the decisions ``predicted``; macro-F1 over the classes present, as the metrics score it.
+
+    scikit-learn is imported here, not at the top: the CLI lists the objectives without loading it.
+    """
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    if objective == "balanced_accuracy":
+        return float(balanced_accuracy_score(labels, predicted))
+    if objective == "macro_f1":
+        return float(f1_score(labels, predicted, labels=np.unique(labels), average="macro", zero_division=0))
+    return float(accuracy_score(labels, predicted))
+
+
 def smallest_near_best(scores: np.ndarray) -> int:
     """The index into ``TAUS`` of the smallest shift that scores within ``TOLERANCE`` of the best."""
     near_best = np.flatnonzero(scores >= scores.max() - TOLERANCE)
@@ -60,14 +66,17 @@ def smallest_near_best(scores: np.ndarray) -> int:
 
 def fit_decision(probs: np.ndarray, labels: np.ndarray, train_labels: np.ndarray, objective: str) -> Decision:
     """Choose tau by ``objective`` on (``probs``, ``labels``), then the temperature by log-loss."""
+    from scipy.special import softmax
+    from sklearn.metrics import log_loss
+
     if objective not in OBJECTIVES:
         raise ToolkitError(f"unknown decision objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
     logits = np.log(np.clip(probs, 1e-12, 1.0))  # log-probabilities differ from logits by a per-row constant
     counts = np.bincount(train_labels, minlength=len(CLASSES)) + 1.0  # +1: a class absent from train stays finite
     log_prior = np.log(counts / counts.sum())
     curve = {
-        name: [float(score(labels, (logits - tau * log_prior).argmax(axis=1))) for tau in TAUS]
-        for name, score in OBJECTIVES.items()
+        name: [objective_score(name, labels, (logits - tau * log_prior).argmax(axis=1)) for tau in TAUS]
+        for name in OBJECTIVES
     }
     best = smallest_near_best(np.asarray(curve[objective]))
     shift = -TAUS[best] * log_prior

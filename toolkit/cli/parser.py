@@ -1,0 +1,299 @@
+"""The argument parser: one builder per command, flags made from the option dataclasses (:mod:`.flags`).
+
+Imports only what is free of TensorFlow, Keras, pandas and scikit-learn, so ``--help`` and argument
+errors answer in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from toolkit import __version__
+from toolkit.cli.flags import add_fields, field_defaults
+from toolkit.data.augment import AUGMENT_PRESETS
+from toolkit.data.balance import IMBALANCE_MODES
+from toolkit.data.images import RESIZE_MODES
+from toolkit.data.layouts import LAYOUTS, NPZ_SIZES, SPLIT_SEED, TEST_SHARE, VAL_SHARE
+from toolkit.export.options import ExportOptions, Gate
+from toolkit.export.quantization import BACKENDS, IO_TYPES, QUANTIZATIONS, Quantization
+from toolkit.model.backbones import BACKBONES
+from toolkit.train.config import DECISIONS, OPTIMIZERS, SCHEDULES, TrainConfig
+
+DESCRIPTION = (
+    "Train skin-lesion classifiers, export them as TFLite bundles for Flutter apps, check their drift and "
+    "benchmark them. Not a medical device: research, education and app prototyping only."
+)
+EPILOG = (
+    "The flow: data -> train -> export (with the drift gate) -> drift -> bench -> predict. COMMAND --help for more."
+)
+EVAL_SPLITS = ("val", "test")
+
+TRAIN_HELP = {
+    "arch": "backbone: " + ", ".join(BACKBONES),
+    "alpha": "MobileNetV2 width: " + ", ".join(map(str, BACKBONES["mobilenet_v2"].alphas)),
+    "input_size": "square input size; 0: the backbone's (64 with --demo)",
+    "weights": "imagenet, none, or a weights file",
+    "resize_mode": "squash to the square, or pad to it",
+    "boundary": "fine-tune from a named block (block_13, block_16, conv5), all, or the last N layers; "
+    "default: the backbone's",
+    "schedule": "plateau: cut the learning rate when val loss stalls; cosine: one-epoch warm-up, then cosine to 0",
+    "weight_decay": "adamw only",
+    "imbalance": "class weights in the loss, oversampling, or neither",
+    "class_weight_power": "0.5 for square-root class weights",
+    "mixup": "fine-tune mixup, Beta(ALPHA, ALPHA); 0.2 is usual, 0 is off",
+    "augment_head": "augment the head phase too (it then runs the backbone each step instead of caching its output)",
+    "bn_fix": "ablation only: BatchNorm trains",
+    "decision": "after training: shift the class priors to maximise this metric on val, then fit a temperature",
+    "patience": "early-stopping patience in epochs",
+    "average_last": "also try the mean weights of the last N fine-tune epochs; kept if val balanced accuracy is higher",
+    "limit": "at most N images per split, stratified; 0: all",
+    "val": "share of lesions for validation",
+    "test": "share of lesions for test",
+}
+EXPORT_HELP = {
+    "run": "run folder (default: the newest finished run under runs/)",
+    "out": "parent folder of the bundle",
+    "name": "bundle folder name (default: the run's name)",
+    "calibration_images": "int8: class-stratified, from train",
+    "seed": "seed of the calibration sample",
+    "labels": "label file, one per line in output order",
+    "licence": "default: the training data's licence",
+    "force": "replace an existing bundle",
+    "drift_split": "split the gate runs on",
+    "accept_drift": "publish the bundle even if the gate fails",
+    "selective": "int8 failing the gate: retry with more calibration, then with the worst layers in float",
+}
+QUANTIZATION_HELP = {
+    "io": "int8 only: input and output dtype; default uint8 (tflite), int8 (litert)",
+    "backend": "int8 back end",
+    "allow_float_ops": "int8: accept ops that stay float",
+    "bias_correction": "int8: convert the kernels as they are, without cancelling their rounding shift (to compare)",
+}
+BENCH_HELP = {
+    "threads": "thread counts, comma-separated",
+    "runs": "timed runs per bundle and thread count",
+    "warmup": "untimed runs first",
+    "images": "folder of images to feed (default: random bytes)",
+    "xnnpack": "the builtin kernels instead of XNNPACK",
+    "json": "also write the report as JSON here",
+    "adb": "run benchmark_model on an Android device over adb",
+    "serial": "adb device serial (default: the only device)",
+    "benchmark_binary": "TensorFlow Lite benchmark_model built for the device",
+    "gpu": "--adb: the GPU delegate",
+    "nnapi": "--adb: the NNAPI delegate",
+    "import_file": "timings a Flutter app wrote (JSON lines)",
+}
+GATE_HELP = {
+    "min_agreement": "top-1 agreement with the float reference",
+    "max_balanced_accuracy_drop": "in points",
+    "max_recall_drop": "per class, in points",
+    "max_sensitivity_drop": "referral sensitivity change per operating point, in points",
+}
+
+
+def _command(commands, name: str, usage: str, help_text: str, common) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, usage=f"python -m toolkit {name} {usage}", help=help_text, parents=[common])
+    parser.set_defaults(command=name)
+    return parser
+
+
+def _add_data(commands, common) -> None:
+    data = _command(
+        commands,
+        "data",
+        "(--root DIR | --demo) [--out CSV] [options]",
+        "read a dataset, split it by lesion, audit it, write the split file",
+        common,
+    )
+    data.add_argument(
+        "--root", "--data", dest="root", type=Path, help="HAM10000 folder, DermaMNIST npz, or class folders"
+    )
+    data.add_argument("--demo", action="store_true", help="use the embedded synthetic demo set")
+    data.add_argument("--layout", default="auto", choices=LAYOUTS)
+    data.add_argument(
+        "--npz-size",
+        type=int,
+        default=NPZ_SIZES[0],
+        choices=NPZ_SIZES,
+        help="DermaMNIST: which dermamnist_SIZE.npz of a folder to read (default %(default)s)",
+    )
+    data.add_argument("--out", type=Path, help="write the split file CSV here")
+    data.add_argument(
+        "--val", type=float, default=VAL_SHARE, help=f"share of lesions for validation (default {VAL_SHARE})"
+    )
+    data.add_argument(
+        "--test", type=float, default=TEST_SHARE, help=f"share of lesions for test (default {TEST_SHARE})"
+    )
+    data.add_argument("--seed", type=int, default=SPLIT_SEED)
+    data.add_argument(
+        "--split",
+        default="lesion",
+        choices=["lesion", "official"],
+        help="our lesion split, or the one shipped (DermaMNIST)",
+    )
+    data.add_argument("--skip-bad", action="store_true", help="skip missing or undecodable images and list them")
+    data.add_argument("--no-image-check", action="store_true", help="do not decode every image to check it")
+
+
+def _add_train(commands, common) -> None:
+    train = _command(
+        commands,
+        "train",
+        "(--data DIR | --demo) --out DIR [options]",
+        "two-phase transfer learning into a run folder",
+        common,
+    )
+    train.add_argument(
+        "--data", type=Path, metavar="PATH", help="a dataset in any layout `data` reads, or a split file"
+    )
+    train.add_argument("--demo", action="store_true", help="train on the embedded synthetic demo set")
+    presets = {preset: name for name, preset in AUGMENT_PRESETS.items()}
+    train.add_argument(
+        "--augment",
+        default=presets[field_defaults(TrainConfig)["augment"]],
+        choices=AUGMENT_PRESETS,
+        help="notebook: the original ImageDataGenerator settings; dermoscopy: any rotation, more zoom and contrast; "
+        "default %(default)s",
+    )
+    choices = {
+        "resize_mode": RESIZE_MODES,
+        "optimizer": OPTIMIZERS,
+        "schedule": SCHEDULES,
+        "imbalance": IMBALANCE_MODES,
+        "decision": DECISIONS,
+    }
+    metavars = {"mixup": "ALPHA", "average_last": "N", "limit": "N"}
+    add_fields(train, TrainConfig, TRAIN_HELP, choices, skip=("data", "augment"), metavars=metavars)
+    train.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/NAME")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    train.add_argument("--force", action="store_true", help="replace an existing run folder")
+
+
+def _add_run_tools(commands, common) -> None:
+    decide = _command(
+        commands,
+        "decide",
+        "--run DIR [--decision OBJECTIVE]",
+        "fit a finished run's decision rule again on val (another objective), without retraining",
+        common,
+    )
+    decide.add_argument("--run", type=Path, required=True)
+    decide.add_argument("--decision", choices=DECISIONS, help="default: the objective the run used")
+    pack = _command(
+        commands,
+        "pack",
+        "--run DIR --out DIR [--force]",
+        "copy a finished run for committing: no optimizer state, paths relative to the checkout",
+        common,
+    )
+    pack.add_argument("--run", type=Path, required=True, help="finished run folder, e.g. runs/NAME")
+    pack.add_argument("--out", type=Path, required=True, help="where it goes, e.g. models/NAME")
+    pack.add_argument("--force", action="store_true", help="replace an existing folder")
+    evaluate = _command(
+        commands,
+        "evaluate",
+        "(--run DIR | --ensemble DIR [DIR ...]) [--split SPLIT]",
+        "metrics of a run, or of an ensemble of runs",
+        common,
+    )
+    evaluate.add_argument("--run", type=Path)
+    evaluate.add_argument("--ensemble", nargs="+", type=Path, help="average the probabilities of these runs")
+    evaluate.add_argument("--split", default="test", choices=EVAL_SPLITS)
+
+
+def _add_export(commands, common) -> None:
+    export = _command(
+        commands,
+        "export",
+        "[--run DIR] [--quantize [PRESET]] [--out DIR] [options]",
+        "a training run as a Flutter-ready TFLite bundle, checked by the drift gate",
+        common,
+    )
+    export.add_argument(
+        "--quantize",
+        nargs="?",
+        const="int8",
+        choices=QUANTIZATIONS,
+        help="int8 (full integer, the default when the flag has no value), float16 or dynamic; "
+        "without the flag float32",
+    )
+    add_fields(
+        export,
+        Quantization,
+        QUANTIZATION_HELP,
+        {"io": IO_TYPES, "backend": BACKENDS},
+        skip=("mode",),
+        flags={"backend": "--quantizer"},
+    )
+    add_fields(
+        export, ExportOptions, EXPORT_HELP, {"drift_split": EVAL_SPLITS}, skip=("quantization", "gate", "reproduce")
+    )
+    export.add_argument("--skip-drift", action="store_true", help="do not run the drift gate")
+    add_fields(export, Gate, GATE_HELP)
+
+
+def _add_drift(commands, common) -> None:
+    drift = _command(
+        commands,
+        "drift",
+        "--bundle DIR [--run DIR] [--predictions FILE] [options]",
+        "an exported bundle against the run's float reference, gated",
+        common,
+    )
+    drift.add_argument("--bundle", type=Path, required=True, help="bundle folder written by export")
+    drift.add_argument("--run", type=Path, help="training run (default: the run named in the bundle's manifest)")
+    drift.add_argument("--split", default="test", choices=EVAL_SPLITS)
+    drift.add_argument("--out", type=Path, help="report folder (default: BUNDLE/drift)")
+    drift.add_argument("--predictions", type=Path, help="device predictions (CSV or JSON lines) instead of the bundle")
+    drift.add_argument("--export-eval-pack", type=Path, metavar="DIR", help="write the split's resized images here")
+    add_fields(drift, Gate, GATE_HELP)
+
+
+def _add_bench(commands, common) -> None:
+    from toolkit.bench.options import BenchOptions
+
+    bench = _command(
+        commands,
+        "bench",
+        "--bundle DIR [--bundle DIR ...] [options]",
+        "latency, memory and size of bundles, here or on a phone",
+        common,
+    )
+    bench.add_argument("--bundle", type=Path, action="append", help="bundle folder; repeat to compare several")
+    add_fields(
+        bench,
+        BenchOptions,
+        BENCH_HELP,
+        flags={"import_file": "--import"},
+        metavars={"import_file": "FILE", "threads": "N,N"},
+    )
+
+
+def _add_predict(commands, common) -> None:
+    predict = _command(
+        commands,
+        "predict",
+        "--bundle DIR IMAGE [IMAGE ...] [--top N] [--json]",
+        "classify images with an exported bundle (not a medical device)",
+        common,
+    )
+    predict.add_argument("--bundle", type=Path, required=True, help="bundle folder written by export")
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    predict.add_argument("--top", type=int, default=3, help="how many classes to show per image (default 3)")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of a list")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    verbose = "show TensorFlow's and absl's native log lines"
+    common = argparse.ArgumentParser(
+        add_help=False
+    )  # SUPPRESS: a command's default must not undo a --verbose before it
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose)
+    parser = argparse.ArgumentParser(prog="python -m toolkit", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--verbose", action="store_true", help=verbose)
+    parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_data, _add_train, _add_run_tools, _add_export, _add_drift, _add_bench, _add_predict):
+        add(commands, common)
+    return parser

@@ -1,0 +1,19 @@
+"""How training makes up for rare classes: the modes, and class weights by scikit-learn's "balanced" rule."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from toolkit.base.classes import CLASSES
+
+IMBALANCE_MODES = ("class_weight", "oversample", "none")
+
+
+def class_weights(labels: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """Per-class loss weights from scikit-learn's 'balanced' rule, raised to ``power`` (0.5 for square root)."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = np.ones(len(CLASSES), np.float32)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels) ** power
+    return weights

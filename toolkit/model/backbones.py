@@ -1,0 +1,45 @@
+"""The backbones the toolkit trains, as a registry: adding one is one entry here plus its test.
+
+Kept free of Keras, so that the CLI lists and checks architectures without loading TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from toolkit.base.errors import ToolkitError
+
+_DENSENET_BOUNDARIES = {"conv5": "conv5_"}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone, normalise its input, and where fine-tuning may start."""
+
+    application: str  # the ``keras.applications`` constructor, looked up when a model is built
+    preprocessing: str  # "tf": [-1, 1]; "torch": ImageNet mean/std
+    default_size: int
+    boundaries: dict[str, str]  # boundary name -> first layer (by name prefix) that fine-tunes
+    default_boundary: str
+    alphas: tuple[float, ...] = ()
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "mobilenet_v2": BackboneSpec(
+        "MobileNetV2",
+        "tf",
+        224,
+        {"block_13": "block_13_", "block_16": "block_16_"},
+        "block_13",
+        alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+    ),
+    "densenet121": BackboneSpec("DenseNet121", "torch", 224, _DENSENET_BOUNDARIES, "conv5"),
+    "densenet169": BackboneSpec("DenseNet169", "torch", 224, _DENSENET_BOUNDARIES, "conv5"),
+    "densenet201": BackboneSpec("DenseNet201", "torch", 224, _DENSENET_BOUNDARIES, "conv5"),
+}
+
+
+def backbone_spec(arch: str) -> BackboneSpec:
+    if arch not in BACKBONES:
+        raise ToolkitError(f"unknown architecture {arch!r}; expected one of {', '.join(BACKBONES)}")
+    return BACKBONES[arch]

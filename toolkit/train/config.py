@@ -1,0 +1,75 @@
+"""What a training run is made of: every option of ``train``, with its default and its check, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from toolkit.base.errors import ToolkitError
+from toolkit.data.augment import AugmentConfig, check_mixup
+from toolkit.data.balance import IMBALANCE_MODES
+from toolkit.data.images import RESIZE_MODES
+from toolkit.data.layouts import SPLIT_SEED, TEST_SHARE, VAL_SHARE
+from toolkit.model.backbones import backbone_spec
+from toolkit.train.decision import OBJECTIVES
+
+PHASES = ("head", "finetune")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("plateau", "cosine")  # cut on a val-loss plateau; or one-epoch warm-up, then cosine to 0
+DECISIONS = (*OBJECTIVES, "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything needed to rerun a training run; saved as ``config.json`` in the run folder."""
+
+    data: str = ""  # any layout the data layer reads, or a split file
+    arch: str = "mobilenet_v2"
+    alpha: float = 1.0
+    input_size: int = 0  # 0: the backbone's default
+    weights: str = "imagenet"  # imagenet, none, or a path
+    resize_mode: str = "squash"
+    boundary: str = ""  # "": the backbone's default; a name or a layer count
+    epochs_head: int = 3
+    epochs_finetune: int = 10
+    batch_size: int = 32
+    lr_head: float = 1e-3
+    lr_finetune: float = 1e-4
+    optimizer: str = "adam"  # adam or adamw
+    schedule: str = "plateau"  # plateau: cut on a val-loss plateau; cosine: one-epoch warm-up, then cosine to 0
+    weight_decay: float = 1e-4  # adamw only
+    label_smoothing: float = 0.0
+    dropout: float = 0.2
+    imbalance: str = "class_weight"  # class_weight, oversample or none
+    class_weight_power: float = 1.0  # 0.5: square-root class weights
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    mixup: float = 0.0  # > 0: Beta parameter of mixup in the fine-tune (0.2 is usual); 0: off
+    augment_head: bool = False  # False: phase 1 trains on cached backbone features
+    bn_fix: bool = True  # only with pretrained weights: from scratch, BatchNorm must learn its statistics
+    decision: str = "macro_f1"  # prior shift chosen on val by this metric, then temperature; "none": neither
+    patience: int = 5
+    average_last: int = 0  # N > 0: also try the mean weights of the last N fine-tune epochs, kept if val prefers it
+    limit: int = 0  # 0: no limit; else at most this many images per split
+    val: float = VAL_SHARE
+    test: float = TEST_SHARE
+    seed: int = SPLIT_SEED
+
+    def __post_init__(self) -> None:
+        """Refuse a bad value here, before any data is read or any model is built."""
+        backbone_spec(self.arch)
+        for what, value, allowed in (
+            ("decision", self.decision, DECISIONS),
+            ("resize mode", self.resize_mode, RESIZE_MODES),
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("schedule", self.schedule, SCHEDULES),
+            ("imbalance mode", self.imbalance, IMBALANCE_MODES),
+        ):
+            if value not in allowed:
+                raise ToolkitError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+        check_mixup(self.mixup)
+        if self.average_last < 0:
+            raise ToolkitError(f"average_last must be 0 (off) or a number of epochs, not {self.average_last}")
+
+    @classmethod
+    def from_json(cls, payload: dict) -> TrainConfig:
+        augment = payload.get("augment")
+        return cls(**{**payload, "augment": AugmentConfig(**augment) if augment else None})

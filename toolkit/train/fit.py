@@ -1,0 +1,215 @@
+"""One training phase with Keras's ``fit``: optimizer and schedule, the per-epoch report, and weight averaging."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from toolkit.base.classes import CLASSES
+from toolkit.base.io import write_text
+from toolkit.base.layout import RunLayout
+from toolkit.data.balance import class_weights
+from toolkit.data.pipeline import ImageBatches
+from toolkit.model.backbones import backbone_spec
+from toolkit.model.classifier import predict, set_phase
+from toolkit.train.config import PHASES, TrainConfig
+
+
+def _optimizer(config: TrainConfig, peak: float, epochs: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    learning_rate = peak
+    if config.schedule == "cosine":  # a warm-up keeps the first large steps from wrecking pretrained features
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            0.0, max(1, (epochs - 1) * steps_per_epoch), warmup_target=peak, warmup_steps=steps_per_epoch
+        )
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(learning_rate)
+
+
+class EpochReport(keras.callbacks.Callback):
+    """Validation balanced accuracy and loss after each epoch, the best full model, the history row.
+
+    It computes ``val_loss`` and ``val_balanced_accuracy`` itself (one pass over the validation
+    set) and puts them in the logs for the Keras callbacks after it. With ``keep_snapshots`` it also
+    keeps the weights of the last that many epochs for :func:`_average_snapshots`.
+    """
+
+    def __init__(
+        self,
+        full_model,
+        val_inputs,
+        val_labels,
+        run: Path,
+        phase: str,
+        state: dict,
+        smoothing: float,
+        clock: PhaseClock,
+        keep_snapshots: int = 0,
+    ):
+        super().__init__()
+        self.full_model, self.val_inputs, self.val_labels = full_model, val_inputs, val_labels
+        self.run, self.phase, self.state, self.smoothing, self.clock = run, phase, state, smoothing, clock
+        self.keep_snapshots = keep_snapshots
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        from sklearn.metrics import balanced_accuracy_score
+
+        logs = logs if logs is not None else {}
+        probs = predict(self.model, self.val_inputs, "validating")
+        target = np.eye(len(CLASSES))[self.val_labels] * (1 - self.smoothing) + self.smoothing / len(CLASSES)
+        logs["val_loss"] = float(-(target * np.log(np.clip(probs, 1e-7, 1))).sum(axis=1).mean())
+        logs["val_balanced_accuracy"] = float(balanced_accuracy_score(self.val_labels, probs.argmax(axis=1)))
+        learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row = {"phase": self.phase, "epoch": epoch + 1, "learning_rate": learning_rate, **logs}
+        history = RunLayout(self.run).history
+        rows = pd.read_csv(history) if history.exists() else pd.DataFrame()
+        if len(rows):
+            rows = rows[~((rows["phase"] == self.phase) & (rows["epoch"] == epoch + 1))]
+        pd.concat([rows, pd.DataFrame([row])]).to_csv(history, index=False)
+        best = self.state.get("best_val_balanced_accuracy", -1.0)
+        marker = ""
+        if logs["val_balanced_accuracy"] > best:
+            self.state["best_val_balanced_accuracy"] = logs["val_balanced_accuracy"]
+            self.full_model.save(RunLayout(self.run).model)
+            marker = "  * best, saved"
+        if self.keep_snapshots:
+            self._snapshot(epoch + 1)
+        self.clock.charge()
+        save_state(self.run, self.state)
+        print(
+            f"{self.phase} epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}  "
+            f"val_loss {logs['val_loss']:.4f}  "
+            f"val_balanced_accuracy {logs['val_balanced_accuracy']:.4f}  lr {learning_rate:.2g}{marker}",
+            flush=True,
+        )
+
+    def _snapshot(self, epoch: int) -> None:
+        folder = RunLayout(self.run).snapshots
+        folder.mkdir(exist_ok=True)
+        np.savez(folder / f"epoch_{epoch:03d}.npz", *self.full_model.get_weights())
+        for old in sorted(folder.glob("epoch_*.npz"))[: -self.keep_snapshots]:
+            old.unlink()
+
+
+class PhaseClock:
+    """Seconds spent in a phase, summed over resumed attempts and charged every epoch, so an attempt
+    killed mid-phase (a session ending) still counts."""
+
+    def __init__(self, state: dict, phase: str):
+        self.seconds = state.setdefault("seconds", {})
+        self.phase, self.before, self.started = phase, self.seconds.get(phase, 0.0), time.monotonic()
+
+    def charge(self) -> None:
+        self.seconds[self.phase] = self.before + time.monotonic() - self.started
+
+
+def save_state(run: Path, state: dict) -> None:
+    write_text(RunLayout(run).state, json.dumps(state))
+
+
+def uses_bn_fix(config: TrainConfig) -> bool:
+    """The fix keeps pretrained statistics; a backbone trained from scratch has none to keep."""
+    return config.bn_fix and config.weights != "none"
+
+
+def fit_phase(model, config, phase, run, state, train, val, features_model=None) -> None:
+    """One phase: compile, fit (resuming from its backup), and mark it done in the state."""
+    clock = PhaseClock(state, phase)
+    epochs = config.epochs_head if phase == "head" else config.epochs_finetune
+    boundary = config.boundary or backbone_spec(config.arch).default_boundary
+    set_phase(model, config.arch, phase, boundary, uses_bn_fix(config))
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    learning_rate = config.lr_head if phase == "head" else config.lr_finetune
+    (train_images, train_labels), (val_images, val_labels) = train, val
+    if features_model is not None:  # the fast path: the frozen backbone runs once, the head trains on its output
+        head = model.get_layer("head")
+        fit_model = keras.Sequential([keras.Input(features_model.output.shape[1:]), head])
+        val_inputs = predict(features_model, val_images, "caching val features")
+        features = predict(features_model, train_images, "caching train features")
+        targets = np.eye(len(CLASSES), dtype=np.float32)[train_labels]
+        weights = (
+            class_weights(train_labels, config.class_weight_power)[train_labels]
+            if config.imbalance == "class_weight"
+            else None
+        )
+        data = {"x": features, "y": targets, "sample_weight": weights, "batch_size": config.batch_size, "shuffle": True}
+    else:
+        fit_model, val_inputs = model, val_images
+        augment = config.augment if phase == "finetune" or config.augment_head else None
+        batches = ImageBatches(
+            train_images,
+            train_labels,
+            config.batch_size,
+            shuffle=True,
+            augment=augment,
+            imbalance=config.imbalance,
+            class_weight_power=config.class_weight_power,
+            seed=config.seed + PHASES.index(phase),
+            mixup=config.mixup if phase == "finetune" else 0.0,
+        )
+        data = {"x": batches}
+    steps_per_epoch = len(data["x"]) if features_model is None else -(-len(features) // config.batch_size)
+    fit_model.compile(_optimizer(config, learning_rate, epochs, steps_per_epoch), loss)
+    # Built now, not in the first step: TensorFlow traces a step that creates variables twice (14 s for a
+    # small MobileNetV2 on 2 cores).
+    fit_model.optimizer.build(fit_model.trainable_variables)
+    keep = config.average_last if phase == "finetune" else 0
+    callbacks = [
+        EpochReport(model, val_inputs, val_labels, run, phase, state, config.label_smoothing, clock, keep),
+        keras.callbacks.BackupAndRestore(str(RunLayout(run).backup(phase))),
+        keras.callbacks.EarlyStopping("val_balanced_accuracy", patience=config.patience, mode="max"),
+    ]
+    if config.schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.3, patience=max(1, config.patience // 2))
+        )
+    verbose = 1 if sys.stdout.isatty() else 2  # a progress bar on a terminal, a line per epoch in a log
+    fit_model.fit(**data, epochs=epochs, callbacks=callbacks, verbose=verbose if features_model is None else 0)
+    if phase == "head":
+        model.save_weights(RunLayout(run).after_head)
+    clock.charge()
+    state["done"] = [*state.get("done", []), phase]
+    save_state(run, state)
+
+
+def mean_weights(weight_lists: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """The element-wise mean of several ``get_weights()`` lists of one architecture."""
+    return [np.mean(arrays, axis=0) for arrays in zip(*weight_lists, strict=True)]
+
+
+def average_snapshots(model: keras.Model, run: Path, state: dict, val: tuple[np.ndarray, np.ndarray]) -> None:
+    """Average the weights of the last fine-tune epochs and keep the mean if val balanced accuracy beats the best epoch.
+
+    Weight averaging along the tail of the schedule, as in SWA, finds a flatter point than any one
+    epoch. SWA's BatchNorm update is not needed with the BatchNorm fix: every snapshot has the same
+    pretrained statistics (a backbone trained from scratch averages them too, and val decides).
+    """
+    from sklearn.metrics import balanced_accuracy_score
+
+    paths = sorted(RunLayout(run).snapshots.glob("epoch_*.npz"))
+    state["average"] = {"epochs": [int(path.stem.split("_")[1]) for path in paths], "kept": False}
+    if len(paths) >= 2:  # early stopping can leave fewer epochs than asked for
+        snapshots = []
+        for path in paths:
+            with np.load(path) as snapshot:
+                snapshots.append([snapshot[f"arr_{i}"] for i in range(len(snapshot.files))])
+        model.set_weights(mean_weights(snapshots))
+        images, labels = val
+        probs = predict(model, images, "validating averaged weights")
+        score = float(balanced_accuracy_score(labels, probs.argmax(axis=1)))
+        kept = score > state["best_val_balanced_accuracy"]
+        if kept:
+            model.save(RunLayout(run).model)
+            state["best_val_balanced_accuracy"] = score
+        state["average"].update(val_balanced_accuracy=score, kept=kept)
+        verdict = "kept" if kept else "not kept: the best epoch stays"
+        print(
+            f"mean of the last {len(paths)} fine-tune epochs: val_balanced_accuracy {score:.4f}, {verdict}", flush=True
+        )
+    save_state(run, state)

@@ -1,0 +1,195 @@
+"""Two-phase transfer learning from a split file to a run folder with the float reference.
+
+Phase 1 trains the new head on a frozen backbone (on cached backbone features when phase 1 has no
+augmentation: the fast path on CPU); phase 2 fine-tunes from the boundary at a lower learning rate.
+Both phases keep BatchNorm in inference mode (see :mod:`toolkit.model`). The run is built in
+``NAME.partial/`` and renamed to ``NAME/`` when complete, so an interrupted run is never mistaken
+for a finished one, and ``resume=True`` picks it up from its last completed epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from toolkit.base.classes import CLASSES
+from toolkit.base.errors import ToolkitError
+from toolkit.base.io import write_json
+from toolkit.base.layout import RunLayout
+from toolkit.base.metrics import compute_metrics
+from toolkit.base.plots import plot_confusion, plot_history
+from toolkit.base.runtime import training_device
+from toolkit.data.images import load_images
+from toolkit.data.layouts import SPLITS
+from toolkit.data.readers import check_classes, read_splits
+from toolkit.data.split import run_split, write_splits
+from toolkit.model.backbones import backbone_spec
+from toolkit.model.classifier import build_classifier, predict
+from toolkit.train.config import PHASES, TrainConfig
+from toolkit.train.decision import fit_decision, fold_into_head
+from toolkit.train.fit import average_snapshots, fit_phase, save_state, uses_bn_fix
+from toolkit.train.runs import open_run
+
+
+def _prepare_table(config: TrainConfig, demo_root: Path | None) -> pd.DataFrame:
+    source = demo_root or Path(config.data)
+    table = run_split(source, config.val, config.test, config.seed, config.limit)
+    for split in SPLITS:
+        if not (table["split"] == split).any():
+            raise ToolkitError(f"the {split} split of {source} is empty")
+    check_classes(table[table["split"] == "train"], f"the train split of {source}")
+    return table
+
+
+@contextlib.contextmanager
+def _one_process(out: Path) -> Iterator[None]:
+    """Hold ``NAME.lock`` beside the run while training: a second process resuming the same run would
+    interleave its epochs with the first one's (its history rows, checkpoints and best model)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = out.with_name(out.name + ".lock")
+    with open(lock, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ToolkitError(f"{out} is being trained by another process: wait for it or stop it first") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+
+
+def train(
+    config: TrainConfig, out: Path, resume: bool = False, force: bool = False, demo_root: Path | None = None
+) -> Path:
+    """Train ``config`` into the run folder ``out`` and return it (one process per run at a time)."""
+    with _one_process(out):
+        return _train(config, out, resume, force, demo_root)
+
+
+def _train(config: TrainConfig, out: Path, resume: bool, force: bool, demo_root: Path | None) -> Path:
+    started = time.monotonic()
+    partial = out.with_name(out.name + ".partial")
+    if out.exists() and not force:
+        raise ToolkitError(f"run folder {out} already exists: pass --force to replace it")
+    if resume:
+        if not RunLayout(partial).config.exists():
+            raise ToolkitError(f"nothing to resume: no interrupted run in {partial}")
+        config = TrainConfig.from_json(json.loads(RunLayout(partial).config.read_text()))
+        table = read_splits(RunLayout(partial).splits).table
+    else:
+        if partial.exists() and not force:
+            raise ToolkitError(
+                f"an interrupted run is in {partial}: pass --resume to continue it or --force to start over"
+            )
+        table = _prepare_table(config, demo_root)
+    keras.utils.set_random_seed(config.seed)  # the head's initial weights and dropout: the same seed, the same run
+    input_size = config.input_size or backbone_spec(config.arch).default_size
+    bn_fix = uses_bn_fix(config)
+    if config.bn_fix and not bn_fix:
+        print("weights none: BatchNorm trains (the BatchNorm fix only protects pretrained statistics)", flush=True)
+    model = build_classifier(config.arch, input_size, config.weights, config.alpha, config.dropout)
+    if not resume:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        write_json(RunLayout(partial).config, {**asdict(config), "input_size": input_size})
+        write_splits(table, RunLayout(partial).splits)
+    state = json.loads(RunLayout(partial).state.read_text()) if RunLayout(partial).state.exists() else {}
+    state.update(backend=keras.backend.backend(), device=training_device())
+
+    train_set, val_set = (_split_arrays(table, split, input_size, config.resize_mode) for split in ("train", "val"))
+    seconds = state.setdefault("seconds", {})
+    seconds["prepare"] = seconds.get("prepare", 0.0) + time.monotonic() - started  # split, decode and resize
+    for phase in PHASES:
+        if phase in state.get("done", []):
+            continue
+        if phase == "finetune" and RunLayout(partial).after_head.exists():
+            model.load_weights(RunLayout(partial).after_head)
+        cached = phase == "head" and not config.augment_head and bn_fix
+        features_model = keras.Model(model.input, model.get_layer("pool").output) if cached else None
+        fit_phase(model, config, phase, partial, state, train_set, val_set, features_model)
+    if config.average_last and "average" not in state:
+        average_snapshots(model, partial, state, val_set)
+    evaluating = time.monotonic()
+    test_set = _split_arrays(table, "test", input_size, config.resize_mode)
+    _finish(partial, table, config, state, {"val": val_set, "test": test_set})
+    state["seconds"]["evaluate"] = time.monotonic() - evaluating
+    state["seconds"]["wall"] = time.monotonic() - started  # this call only, not earlier calls of a resumed run
+    save_state(partial, state)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(partial, out)
+    return out
+
+
+def _split_arrays(table: pd.DataFrame, split: str, input_size: int, resize_mode: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = table[table["split"] == split]
+    images = load_images(rows["path"].tolist(), input_size, resize_mode, desc=f"loading {split}").images
+    return images, rows["label"].map(CLASSES.index).to_numpy()
+
+
+def refit_decision(run: Path, objective: str | None = None) -> Path:
+    """Fit a finished run's decision rule again on val, without retraining, and redo what follows from it.
+
+    For another objective, or a run trained before the rule changed. The folded shift and
+    temperature come out of the head first; the reference predictions are recomputed here. The run
+    is rebuilt in a copy and swapped in, so an interruption leaves it as it was.
+    """
+    if not RunLayout(run).model.exists() or not RunLayout(run).state.exists():
+        raise ToolkitError(f"{run} is not a finished run folder (no model.keras or state.json)")
+    config = TrainConfig.from_json(json.loads(RunLayout(run).config.read_text()))
+    config = replace(config, decision=objective or config.decision)
+    work, old = run.with_name(run.name + ".refit"), run.with_name(run.name + ".old")
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(run, work)
+    copied = open_run(work)
+    if copied.decision is not None:
+        copied.load_raw_model().save(RunLayout(work).model)
+        RunLayout(work).decision.unlink()
+    write_json(RunLayout(work).config, asdict(config))
+    table = copied.table
+    state = json.loads(RunLayout(work).state.read_text())
+    evaluated = {split: _split_arrays(table, split, config.input_size, config.resize_mode) for split in ("val", "test")}
+    _finish(work, table, config, state, evaluated)
+    os.replace(run, old)
+    os.replace(work, run)
+    shutil.rmtree(old)
+    return run
+
+
+def _finish(run: Path, table: pd.DataFrame, config: TrainConfig, state: dict, evaluated: dict) -> None:
+    """Fold the decision rule into the best model, then its reference predictions, metrics and plots.
+
+    Clean up what only resuming needed.
+    """
+    best = keras.saving.load_model(RunLayout(run).model)
+    reference, metrics = {"backend": keras.backend.backend(), "device": training_device()}, {}  # where it ran
+    if config.decision != "none":
+        images, labels = evaluated["val"]
+        train_labels = table.loc[table["split"] == "train", "label"].map(CLASSES.index).to_numpy()
+        probs = predict(best, images, "fitting the decision on val")
+        decision = fit_decision(probs, labels, train_labels, config.decision)
+        fold_into_head(best, decision)
+        best.save(RunLayout(run).model)
+        write_json(RunLayout(run).decision, decision.as_dict())
+        print(f"decision: tau {decision.tau:+.2f} by val {config.decision}, temperature {decision.temperature:.2f}")
+    for split, (images, labels) in evaluated.items():
+        ids = table.loc[table["split"] == split, "image_id"].to_numpy(str)
+        probs = predict(best, images, f"reference on {split}").astype(np.float32)
+        reference.update({f"{split}_ids": ids, f"{split}_labels": labels, f"{split}_probs": probs})
+        metrics[split] = compute_metrics(labels, probs)
+    np.savez(RunLayout(run).reference, **reference)
+    write_json(RunLayout(run).metrics, {"backend": state["backend"], "device": state["device"], **metrics})
+    plot_history(pd.read_csv(RunLayout(run).history), RunLayout(run).curves)
+    plot_confusion(metrics["test"]["confusion_matrix"], RunLayout(run).confusion, f"{config.arch}, test split")
+    for path in RunLayout(run).leftovers():
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
