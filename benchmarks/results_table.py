@@ -1,7 +1,7 @@
-"""README's accuracy tables, generated from the committed result JSONs (never typed by hand).
+"""README's shipped table and docs/results.md's accuracy tables, from the committed result JSONs (never typed by hand).
 
 .venv/bin/python benchmarks/results_table.py            # print the tables
-.venv/bin/python benchmarks/results_table.py --readme   # replace them in README.md between the markers
+.venv/bin/python benchmarks/results_table.py --readme   # replace them between the markers in both files (or --docs)
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from pathlib import Path
 
 from common import RESULTS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"  # the shipped table
+RESULTS_PAGE = ROOT / "docs" / "results.md"  # the accuracy, floor and ablation tables
 START, END = "<!-- accuracy-results:start -->", "<!-- accuracy-results:end -->"
 SHIPPED_START, SHIPPED_END = "<!-- shipped:start -->", "<!-- shipped:end -->"
 SHIPPED_RECIPE = "mobilenet_v2"  # the recipe whose bundles are in flutter_assets/
@@ -116,8 +118,8 @@ def shipped_table() -> str:
     for key, bundle in (("float16", result["float16"]), ("int8", result["bundle"] | {"scores": result["int8"]})):
         scores, path = bundle["scores"], bundle["path"]
         point = next(p for p in bundle["referral"] if p["name"] == "malignant_sens95")["exported"]
-        shipped = (README.parent / path).is_dir()
-        name = f"`{path}` ({key})" if shipped else f"{key}, **not shipped** (misses the floor below)"
+        shipped = (ROOT / path).is_dir()
+        name = f"`{path}` ({key})" if shipped else f"{key}, **not shipped** (misses the floor in docs/results.md)"
         card = f"[README]({path}/README.md)" if shipped else ""
         lines.append(
             f"| {name} | {scores['accuracy']:.3f} | {scores['balanced_accuracy']:.3f} | "
@@ -135,9 +137,10 @@ def shipped_table() -> str:
     return "\n".join(lines)
 
 
-def _replace(text: str, start: str, end: str, block: str) -> str:
+def _replace(path: Path, start: str, end: str, block: str) -> str:
+    text = path.read_text()
     if start not in text or end not in text:
-        raise SystemExit(f"README.md lacks the markers {start} and {end}")
+        raise SystemExit(f"{path.relative_to(ROOT)} lacks the markers {start} and {end}")
     head, rest = text.split(start, 1)
     return f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}"
 
@@ -150,16 +153,26 @@ def tables() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--readme", action="store_true", help=f"rewrite the tables in README.md between {START} and {END}"
+        "--readme",
+        "--docs",
+        dest="write",
+        action="store_true",
+        help=f"rewrite the tables between their markers: README.md's {SHIPPED_START} block and "
+        f"docs/results.md's {START} block",
     )
     args = parser.parse_args()
     text, shipped = tables(), shipped_table()
-    if not args.readme:
+    if not args.write:
         print(f"{shipped}\n\n{text}")
         return
-    readme = _replace(README.read_text(), START, END, text)
-    README.write_text(_replace(readme, SHIPPED_START, SHIPPED_END, shipped))
-    print(f"updated {README}")
+    # both checked before either is written
+    updates = {
+        README: _replace(README, SHIPPED_START, SHIPPED_END, shipped),
+        RESULTS_PAGE: _replace(RESULTS_PAGE, START, END, text),
+    }
+    for path, updated in updates.items():
+        path.write_text(updated)
+        print(f"updated {path}")
 
 
 if __name__ == "__main__":
