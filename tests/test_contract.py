@@ -16,8 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from app_steps import app_classify, app_resize
 from conftest import HAM, REPO, toolkit_cli
+
+from app_steps import app_classify, app_resize
 
 IMAGES = sorted((HAM / "images").glob("*.jpg"))[::500][:16]  # 16 real images spread over the set
 SHIPPED = REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16"
