@@ -116,3 +116,46 @@ def test_the_real_process_exits_2(tmp_path):
         [sys.executable, "-m", "toolkit", "data", "--root", str(tmp_path / "missing")], capture_output=True, text=True
     )
     assert result.returncode == 2 and result.stderr.strip().startswith("error: dataset path does not exist")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--demo", "--batch-size", "0"], "batch size must be at least 1, not 0"),
+        (["train", "--demo", "--epochs-head", "0", "--epochs-finetune", "0"], "nothing to train"),
+        (["train", "--demo", "--epochs-finetune", "-1"], "epochs_finetune must be 0 or more, not -1"),
+        (["train", "--demo", "--boundary", "block_99"], "unknown fine-tune boundary 'block_99' for mobilenet_v2"),
+        (["export", "--quantize", "float16", "--io", "int8"], "--io int8 applies to int8 only"),
+        (["export", "--quantize", "--quantizer", "litert", "--io", "uint8"], "litert quantizer writes int8"),
+        (["export", "--name", "../../x"], "--name '../../x' must be a folder name, not a path"),
+        (["predict", "--bundle", "b", "--top", "0", "image.jpg"], "--top must be at least 1, not 0"),
+        (["bench", "--bundle", "b", "--gpu"], "--gpu and --nnapi choose a delegate on an Android device: add --adb"),
+        (["data", "--demo", "--root", "x"], "give either --root x or --demo, not both"),
+    ],
+)
+def test_option_values_and_combinations_are_refused_before_any_work(capsys, tmp_path, argv, message):
+    """Checked as the options are read: one line, exit 2, and nothing written (no run, bundle or folder)."""
+    out = ["--out", str(tmp_path / "out")] if argv[0] in ("train", "export") else []
+    assert main([*argv, *out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_reading_the_data(capsys, ham_subset, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "plain_file").write_text("")
+    for out, message in (
+        (folder, f"cannot write {folder}: it is a folder"),
+        (folder / "plain_file" / "s.csv", f"{folder / 'plain_file'} is a file, not a folder"),
+    ):
+        code, err, stdout = run_data(capsys, ham_subset, out)
+        assert code == 2 and len(err) == 1 and message in err[0] and stdout == "", err
+    assert [p.name for p in folder.iterdir()] == ["plain_file"]
+
+
+def test_an_empty_image_file_is_named(capsys, ham_subset, tmp_path):
+    image = first_image(ham_subset, "df")
+    image.write_bytes(b"")
+    assert_refused(capsys, ham_subset, tmp_path, "empty image file (0 bytes)", str(image))

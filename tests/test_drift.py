@@ -248,6 +248,24 @@ def test_device_predictions_round_trip_through_the_eval_pack(demo_bundle, tmp_pa
     assert short.returncode == 2 and "lack 57 test image(s)" in short.stderr
 
 
+def test_device_predictions_that_are_not_probabilities_are_refused(demo_bundle, tmp_path, cli):
+    """A JPEG, raw outputs out of the byte range, and probabilities that do not sum to 1: one line each, exit 2."""
+    jpeg = tmp_path / "phone.jpg"
+    jpeg.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(json.dumps({"image_id": "x", "output": [900, -5, 0, 0, 0, 0, 0]}) + "\n")
+    summed = tmp_path / "summed.csv"
+    summed.write_text("image_id," + ",".join(CLASSES) + "\nx,0.5,0.5,0.5,0.5,0.5,0.5,0.5\n")
+    for path, message in (
+        (jpeg, "is not text"),
+        (raw, "is not a probability vector"),
+        (summed, "is not a probability vector (values 0.5 to 0.5, sum 3.5)"),
+    ):
+        result = cli("drift", "--bundle", str(demo_bundle), "--predictions", str(path), check=False)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+
+
 def test_drift_on_the_validation_split(demo_bundle, demo_run, tmp_path, cli):
     cli("drift", "--bundle", str(demo_bundle), "--split", "val", "--out", str(tmp_path / "val"), *DEMO_GATE)
     report = json.loads((tmp_path / "val" / "drift.json").read_text())

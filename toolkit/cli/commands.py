@@ -14,6 +14,7 @@ from dataclasses import fields
 import numpy as np
 
 from toolkit.base.errors import ToolkitError
+from toolkit.base.io import check_writable
 from toolkit.cli.quiet import load_tensorflow
 
 
@@ -52,8 +53,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     from toolkit.data.demo import ensure_demo_set
     from toolkit.data.split import prepare_splits, write_splits
 
-    if (args.root is None) == (not args.demo):
+    if args.root is not None and args.demo:
+        raise ToolkitError(f"give either --root {args.root} or --demo, not both")
+    if args.root is None and not args.demo:
         raise ToolkitError("give a dataset with --root DIR, or --demo for the embedded demo set")
+    if args.out:
+        check_writable(args.out)
     prepared = prepare_splits(
         ensure_demo_set() if args.demo else args.root,
         layout=args.layout,
@@ -195,6 +200,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from toolkit.bench.local import bench_local, table
 
     threads = _thread_counts(args.threads)
+    if (args.gpu or args.nnapi) and not args.adb:
+        raise ToolkitError("--gpu and --nnapi choose a delegate on an Android device: add --adb")
     if args.import_file:
         report = import_app_timings(args.import_file)
     elif not args.bundle:
@@ -228,6 +235,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from toolkit.base.referral import score
     from toolkit.export.bundle import NOT_A_DEVICE, Bundle
 
+    if args.top < 1:
+        raise ToolkitError(f"--top must be at least 1, not {args.top}")
     bundle = Bundle.open(args.bundle)
     warning = bundle.demo_warning()
     if warning:

@@ -53,6 +53,8 @@ def decode_image(path: str | os.PathLike) -> np.ndarray:
         raise ToolkitError(f"image file not found: {path}") from None
     except OSError as error:
         raise ToolkitError(f"cannot read image {path}: {error.strerror}") from None
+    if not data:
+        raise ToolkitError(f"empty image file (0 bytes): {path}")
     if _looks_truncated(data):
         raise ToolkitError(f"truncated JPEG (no end-of-image marker): {path}")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)

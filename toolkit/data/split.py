@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pandas as pd
 
 from toolkit.base.classes import CLASSES
 from toolkit.base.errors import ToolkitError
+from toolkit.base.io import write_atomic
 from toolkit.base.paths import checkout_root
 from toolkit.data.images import NPZ_SEPARATOR, load_images, read_npz_image
 from toolkit.data.layouts import NPZ_SIZES, SPLIT_SEED, SPLITS, TEST_SHARE, VAL_SHARE
@@ -104,24 +104,6 @@ def class_counts(table: pd.DataFrame) -> pd.DataFrame:
     counts = pd.crosstab(table["split"], table["label"]).reindex(index=SPLITS, columns=list(CLASSES), fill_value=0)
     counts.loc["all"] = counts.sum()
     return counts.assign(total=counts.sum(axis=1))
-
-
-def write_atomic(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` and rename the result into place, so an error never leaves half a file."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise ToolkitError(f"output folder does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as open() would have made it, not mkstemp's owner-only mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def relative_image_path(image: str, folder: Path) -> str:

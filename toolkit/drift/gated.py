@@ -129,9 +129,10 @@ def gate_bundle(
     rejected = target.with_name(f".{target.name}.rejected")
     shutil.rmtree(rejected, ignore_errors=True)
     os.replace(staging, rejected)
+    retry = "" if options.selective else "retry with --selective, or "
     raise GateFailed(
         f"drift gate failed for {target}: {failures}; the bundle and its report are in {rejected}/ "
-        f"(retry with --selective, or pass --accept-drift to publish it anyway)"
+        f"({retry}pass --accept-drift to publish it anyway)"
     )
 
 

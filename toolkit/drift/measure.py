@@ -66,13 +66,20 @@ def read_predictions(path: Path, bundle: Bundle) -> pd.DataFrame:
         raise ToolkitError(f"predictions file not found: {path}")
     rows = {}
     if path.suffix.lower() == ".csv":
-        table = pd.read_csv(path, dtype={"image_id": str})
+        try:
+            table = pd.read_csv(path, dtype={"image_id": str})
+        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            raise ToolkitError(f"predictions {path} is not a CSV file: give CSV or JSON lines") from None
         missing = [c for c in ("image_id", *bundle.labels) if c not in table.columns]
         if missing:
             raise ToolkitError(f"predictions {path} lacks column(s) {', '.join(missing)}")
         rows = {r.image_id: r[list(bundle.labels)].to_numpy(float) for _, r in table.iterrows()}
     else:
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ToolkitError(f"predictions {path} is not text: give CSV or JSON lines") from None
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -84,12 +91,21 @@ def read_predictions(path: Path, bundle: Bundle) -> pd.DataFrame:
                 raise ToolkitError(f"predictions {path} line {number}: not a prediction record ({error})") from None
             is_raw = "probabilities" not in record
             rows[image_id] = bundle.from_output(raw) if is_raw else raw
-    bad = [image_id for image_id, probs in rows.items() if len(probs) != len(bundle.labels)]
-    if bad:
-        raise ToolkitError(
-            f"predictions {path}: {bad[0]} has a wrong number of classes (expected {len(bundle.labels)})"
-        )
+    for image_id, probs in rows.items():
+        _check_probabilities(path, image_id, probs, len(bundle.labels))
     return pd.DataFrame.from_dict(rows, orient="index", columns=bundle.labels)
+
+
+def _check_probabilities(path: Path, image_id: str, probs: np.ndarray, classes: int) -> None:
+    """One image's probabilities: one per class, each in [0, 1], summing to 1 (within 0.05: int8 rounds each)."""
+    if len(probs) != classes:
+        raise ToolkitError(f"predictions {path}: {image_id} has a wrong number of classes (expected {classes})")
+    if not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.max() > 1 or abs(probs.sum() - 1) > 0.05:
+        raise ToolkitError(
+            f"predictions {path}: {image_id} is not a probability vector (values {probs.min():g} to "
+            f'{probs.max():g}, sum {probs.sum():g}); raw outputs go under "output", probabilities under '
+            '"probabilities"'
+        )
 
 
 def export_eval_pack(bundle: Bundle, run: Run, split: str, out: Path) -> Path:

@@ -101,7 +101,7 @@ def convert(model, input_size: int, quantization: Quantization, calibration: np.
     if quantization.mode == "int8" and quantization.backend == "litert":
         from toolkit.export.litert import quantize_int8
 
-        converted = quantize_int8(converted, pin_input_range(calibration), quantization.io)
+        converted = quantize_int8(converted, pin_input_range(calibration))
     if quantization.mode == "int8":
         check_integer_only(converted, quantization)
     return converted

@@ -45,12 +45,8 @@ def _weight_range_floor(floor: float) -> Iterator[None]:
         uniform_quantize_tensor.tensor_zp_scale_from_min_max = original
 
 
-def quantize_int8(float_model: bytes, calibration: np.ndarray, io: str = "int8", threads: int = 2) -> bytes:
-    """A full-integer int8 model from a float .tflite and raw-RGB calibration images."""
-    if io != "int8":
-        raise ToolkitError(
-            f"the litert quantizer writes int8 input and output, not {io}: pass --io int8 with --quantizer litert"
-        )
+def quantize_int8(float_model: bytes, calibration: np.ndarray, threads: int = 2) -> bytes:
+    """A full-integer int8 model, int8 in and out (``Quantization`` refuses other I/O), from a float .tflite."""
     try:
         from litert_quantizer import calibrator, quantizer, recipe
         from litert_quantizer.utils import qsv_utils

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit.base.errors import ToolkitError
 from toolkit.export.quantization import Quantization
 
 
@@ -42,3 +43,7 @@ class ExportOptions:
     accept_drift: bool = False  # publish even when the gate fails
     selective: bool = False  # int8 failing the gate: retry with more calibration, then with layers in float
     reproduce: tuple[str, ...] = ()  # the commands that rebuild this bundle, for the model card
+
+    def __post_init__(self) -> None:
+        if self.name and (Path(self.name).name != self.name or self.name in (".", "..")):
+            raise ToolkitError(f"--name {self.name!r} must be a folder name, not a path: the bundle goes into --out")

@@ -25,6 +25,12 @@ class Quantization:
     bias_correction: bool = True  # int8 only: cancel the kernels' rounding shift (toolkit.export.bias_correction)
 
     def __post_init__(self) -> None:
+        """Refuse a combination that cannot be honoured, before any conversion starts."""
+        if self.io and self.mode != "int8":
+            raise ToolkitError(
+                f"--io {self.io} applies to int8 only ({self.mode} models take and give float32): "
+                "drop --io, or pass --quantize int8"
+            )
         if not self.io:
             object.__setattr__(self, "io", "int8" if self.backend == "litert" else "uint8")
         for value, allowed, what in (
@@ -34,6 +40,11 @@ class Quantization:
         ):
             if value not in allowed:
                 raise ToolkitError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+        if self.mode == "int8" and self.backend == "litert" and self.io != "int8":
+            raise ToolkitError(
+                f"the litert quantizer writes int8 input and output, not {self.io}: "
+                "pass --io int8 with --quantizer litert"
+            )
 
     @property
     def io_dtype(self) -> str:

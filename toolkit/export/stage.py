@@ -96,8 +96,8 @@ def stage_attempt(
 ):
     """Convert as ``attempt`` says, embed and verify the metadata, and write every bundle file into ``folder``."""
     quantization = attempt.quantization
-    converter = quantization.backend if quantization.mode == "int8" else "tflite"
-    print(f"converting {run.path} to {quantization.mode} TFLite (quantizer: {converter}, {attempt.label})")
+    how = f" (quantizer: {quantization.backend}, {attempt.label})" if quantization.mode == "int8" else ""
+    print(f"converting {run.path} to {quantization.mode} TFLite{how}")
     if attempt.float_tensors:
         converted = convert_selective(model, run.input_size, quantization, attempt.calibration, attempt.float_tensors)
     else:

@@ -43,3 +43,17 @@ def backbone_spec(arch: str) -> BackboneSpec:
     if arch not in BACKBONES:
         raise ToolkitError(f"unknown architecture {arch!r}; expected one of {', '.join(BACKBONES)}")
     return BACKBONES[arch]
+
+
+def check_boundary(arch: str, boundary: str | int) -> None:
+    """Refuse a fine-tune boundary that is neither ``all``, a layer count nor one of the backbone's named blocks.
+
+    Whether a count fits the backbone needs the built model: :func:`toolkit.model.classifier.boundary_index` checks it.
+    """
+    boundaries = backbone_spec(arch).boundaries
+    if boundary in ("", "all") or isinstance(boundary, int) or str(boundary).isdigit() or boundary in boundaries:
+        return
+    raise ToolkitError(
+        f"unknown fine-tune boundary {boundary!r} for {arch}; "
+        f"expected one of {', '.join(boundaries)}, all, or a layer count"
+    )

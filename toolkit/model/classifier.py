@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from toolkit.base.classes import CLASSES
 from toolkit.base.errors import ToolkitError
-from toolkit.model.backbones import backbone_spec
+from toolkit.model.backbones import backbone_spec, check_boundary
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406]) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225]) * 255
@@ -110,12 +110,8 @@ def boundary_index(backbone: keras.Model, arch: str, boundary: str | int) -> int
         if not 0 < count <= len(backbone.layers):
             raise ToolkitError(f"fine-tune layer count {count} must be in 1..{len(backbone.layers)} for {arch}")
         return len(backbone.layers) - count
+    check_boundary(arch, boundary)
     boundaries = backbone_spec(arch).boundaries
-    if boundary not in boundaries:
-        raise ToolkitError(
-            f"unknown fine-tune boundary {boundary!r} for {arch}; "
-            f"expected one of {', '.join(boundaries)}, all, or a layer count"
-        )
     return next(i for i, layer in enumerate(backbone.layers) if layer.name.startswith(boundaries[boundary]))
 
 

@@ -9,7 +9,7 @@ from toolkit.data.augment import AugmentConfig, check_mixup
 from toolkit.data.balance import IMBALANCE_MODES
 from toolkit.data.images import RESIZE_MODES
 from toolkit.data.layouts import SPLIT_SEED, TEST_SHARE, VAL_SHARE
-from toolkit.model.backbones import backbone_spec
+from toolkit.model.backbones import check_boundary
 from toolkit.train.decision import OBJECTIVES
 
 PHASES = ("head", "finetune")
@@ -55,7 +55,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Refuse a bad value here, before any data is read or any model is built."""
-        backbone_spec(self.arch)
+        check_boundary(self.arch, self.boundary)  # also checks the architecture
         for what, value, allowed in (
             ("decision", self.decision, DECISIONS),
             ("resize mode", self.resize_mode, RESIZE_MODES),
@@ -65,6 +65,13 @@ class TrainConfig:
         ):
             if value not in allowed:
                 raise ToolkitError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+        for name in ("epochs_head", "epochs_finetune", "input_size", "limit", "patience"):
+            if getattr(self, name) < 0:
+                raise ToolkitError(f"{name} must be 0 or more, not {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise ToolkitError(f"batch size must be at least 1, not {self.batch_size}")
+        if self.epochs_head + self.epochs_finetune == 0:
+            raise ToolkitError("nothing to train: epochs_head and epochs_finetune are both 0; give one at least 1")
         check_mixup(self.mixup)
         if self.average_last < 0:
             raise ToolkitError(f"average_last must be 0 (off) or a number of epochs, not {self.average_last}")
