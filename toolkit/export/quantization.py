@@ -26,21 +26,21 @@ class Quantization:
 
     def __post_init__(self) -> None:
         """Refuse a combination that cannot be honoured, before any conversion starts."""
-        if self.io and self.mode != "int8":
-            raise ToolkitError(
-                f"--io {self.io} applies to int8 only ({self.mode} models take and give float32): "
-                "drop --io, or pass --quantize int8"
-            )
-        if not self.io:
-            object.__setattr__(self, "io", "int8" if self.backend == "litert" else "uint8")
-        for value, allowed, what in (
-            (self.mode, QUANTIZATIONS, "quantization"),
-            (self.io, IO_TYPES, "--io"),
-            (self.backend, BACKENDS, "quantizer back end"),
-        ):
+        for value, allowed, what in ((self.mode, QUANTIZATIONS, "quantization"), (self.backend, BACKENDS, "quantizer")):
             if value not in allowed:
                 raise ToolkitError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
-        if self.mode == "int8" and self.backend == "litert" and self.io != "int8":
+        if self.mode != "int8":
+            if self.io:
+                raise ToolkitError(
+                    f"--io {self.io} applies to int8 only ({self.mode} models take and give float32): "
+                    "drop --io, or pass --quantize int8"
+                )
+            return
+        if not self.io:
+            object.__setattr__(self, "io", "int8" if self.backend == "litert" else "uint8")
+        if self.io not in IO_TYPES:
+            raise ToolkitError(f"unknown --io {self.io!r}; expected one of {', '.join(IO_TYPES)}")
+        if self.backend == "litert" and self.io != "int8":
             raise ToolkitError(
                 f"the litert quantizer writes int8 input and output, not {self.io}: "
                 "pass --io int8 with --quantizer litert"
