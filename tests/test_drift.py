@@ -171,7 +171,8 @@ def test_a_perturbed_output_layer_fails_the_gate_and_stays_out_of_place(demo_run
     err = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(err) == 1 and "drift gate failed for" in err[0], result.stderr[-2000:]
     assert not (out / "broken").exists()
-    report = json.loads((out / ".broken.rejected" / "drift" / "drift.json").read_text())
+    assert (out / "broken.rejected").stat().st_mode & 0o777 == 0o755  # visible and readable, for review
+    report = json.loads((out / "broken.rejected" / "drift" / "drift.json").read_text())
     assert not report["gate"]["passed"] and report["device_drift"]["top1_agreement"] < 0.5
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from toolkit.base.errors import ToolkitError
+import sys
+
+from toolkit.base.errors import EXIT_BAD_INPUT, ToolkitError
 
 LIBUSB_PACKAGE = "libusb-1.0-0"
 
@@ -32,5 +34,6 @@ if __name__ == "__main__":
     try:
         import_metadata_writers()
     except ToolkitError as error:
-        raise SystemExit(f"error: {error}") from None
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
     print("environment ok: tflite-support metadata writers import")

@@ -1,8 +1,10 @@
-"""The one error type the CLI turns into a one-line message and exit code 2."""
+"""The error types the CLI turns into a one-line message, and the exit codes every command keeps to."""
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class ToolkitError(Exception):
-    """Bad input or environment: the message says what and where, in one line."""
+    """Bad input or environment (exit 2): the message says what and where, and what to do, in one line."""
 
 
 class GateFailed(ToolkitError):

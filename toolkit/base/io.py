@@ -12,7 +12,7 @@ from toolkit.base.errors import ToolkitError
 
 
 def check_writable(path: str | Path) -> None:
-    """Refuse, before any work, a file path that cannot be written: a folder, or one whose folder is missing."""
+    """Refuse, before any work, a file path that cannot be written: a folder, a missing folder, a read-only place."""
     path = Path(path)
     if path.is_dir():
         raise ToolkitError(f"cannot write {path}: it is a folder; give a file name inside it")
@@ -20,6 +20,11 @@ def check_writable(path: str | Path) -> None:
         if path.parent.exists():
             raise ToolkitError(f"cannot write {path}: {path.parent} is a file, not a folder")
         raise ToolkitError(f"output folder does not exist: {path.parent}")
+    try:  # the one sure test of a place (read-only, /proc, full): make a file there and remove it
+        with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".probe", dir=path.parent):
+            pass
+    except OSError as error:
+        raise ToolkitError(f"cannot write {path}: {error.strerror or error}; choose another place") from None
 
 
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:

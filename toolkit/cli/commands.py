@@ -13,7 +13,7 @@ from dataclasses import fields
 
 import numpy as np
 
-from toolkit.base.errors import ToolkitError
+from toolkit.base.errors import EXIT_GATE_FAILED, EXIT_OK, ToolkitError
 from toolkit.base.io import check_writable
 from toolkit.cli.quiet import load_tensorflow
 
@@ -162,7 +162,6 @@ def _gate(args: argparse.Namespace):
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from toolkit.drift.gate import GATE_FAILED
     from toolkit.drift.measure import export_eval_pack, measure_drift, run_of
     from toolkit.drift.report import markdown, write_report
     from toolkit.export.bundle import Bundle
@@ -181,7 +180,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     out = write_report(report, args.out or bundle.path / "drift")
     print(markdown(report))
     print(f"wrote {out}/drift.json, drift.md, drift.png")
-    return 0 if report["gate"]["passed"] else GATE_FAILED
+    return EXIT_OK if report["gate"]["passed"] else EXIT_GATE_FAILED
 
 
 def _thread_counts(text: str) -> tuple[int, ...]:

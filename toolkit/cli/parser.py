@@ -28,6 +28,10 @@ EPILOG = (
     "The flow: data -> train -> export (with the drift gate) -> drift -> bench -> predict. COMMAND --help for more."
 )
 EVAL_SPLITS = ("val", "test")
+GLOBAL_FLAGS = {
+    "--verbose": "show TensorFlow's and absl's native log lines",
+    "--debug": "print the traceback of an error (exit 3 for an unexpected one, as without it)",
+}
 
 TRAIN_HELP = {
     "arch": "backbone: " + ", ".join(BACKBONES),
@@ -126,12 +130,8 @@ def _add_data(commands, common) -> None:
         "--test", type=float, default=TEST_SHARE, help=f"share of lesions for test (default {TEST_SHARE})"
     )
     data.add_argument("--seed", type=int, default=SPLIT_SEED)
-    data.add_argument(
-        "--split",
-        default="lesion",
-        choices=["lesion", "official"],
-        help="our lesion split, or the one shipped (DermaMNIST)",
-    )
+    splits = ["lesion", "official"]
+    data.add_argument("--split", default="lesion", choices=splits, help="our lesion split, or DermaMNIST's own")
     data.add_argument("--skip-bad", action="store_true", help="skip missing or undecodable images and list them")
     data.add_argument("--no-image-check", action="store_true", help="do not decode every image to check it")
 
@@ -285,13 +285,11 @@ def _add_predict(commands, common) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    verbose = "show TensorFlow's and absl's native log lines"
-    common = argparse.ArgumentParser(
-        add_help=False
-    )  # SUPPRESS: a command's default must not undo a --verbose before it
-    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose)
+    common = argparse.ArgumentParser(add_help=False)
     parser = argparse.ArgumentParser(prog="python -m toolkit", description=DESCRIPTION, epilog=EPILOG)
-    parser.add_argument("--verbose", action="store_true", help=verbose)
+    for flag, help_text in GLOBAL_FLAGS.items():  # SUPPRESS: a command's default must not undo one given before it
+        common.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_text)
+        parser.add_argument(flag, action="store_true", help=help_text)
     parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_data, _add_train, _add_run_tools, _add_export, _add_drift, _add_bench, _add_predict):

@@ -38,11 +38,15 @@ class Dataset:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _read_csv(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
+def _parse_csv(path: Path, what: str, **options) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, **options)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise ToolkitError(f"cannot parse {what} {path}: {str(error).splitlines()[0]}") from None
+
+
+def _read_csv(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
+    frame = _parse_csv(path, what)
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ToolkitError(
@@ -189,7 +193,7 @@ def detect_layout(root: Path) -> str:
         if suffix == ".npz":
             return "dermamnist"
         if suffix == ".csv":
-            return "manifest" if "split" in pd.read_csv(root, nrows=0).columns else "ham10000"
+            return "manifest" if "split" in _parse_csv(root, "CSV file", nrows=0).columns else "ham10000"
         raise ToolkitError(f"cannot read {root}: expected a folder, a .csv or a .npz")
     names = {p.name.lower() for p in root.iterdir()}
     if names & METADATA_NAMES:

@@ -178,7 +178,23 @@ def limit_per_split(table: pd.DataFrame, limit: int, seed: int = 0) -> pd.DataFr
         if len(part) <= limit:
             keep.append(part)
             continue
-        for _, group in part.groupby("label"):
-            count = max(1, round(limit * len(group) / len(part)))
-            keep.append(group.iloc[np.sort(rng.choice(len(group), min(count, len(group)), replace=False))])
+        groups = [group for _, group in part.groupby("label")]
+        counts = class_quota(np.array([len(group) for group in groups]), limit)
+        for group, count in zip(groups, counts, strict=True):
+            keep.append(group.iloc[np.sort(rng.choice(len(group), count, replace=False))])
     return pd.concat(keep).sort_index()
+
+
+def class_quota(sizes: np.ndarray, limit: int) -> np.ndarray:
+    """Per-class counts in proportion to ``sizes`` that add up to ``limit`` exactly (largest remainders), with
+    one of each class at least (so more than ``limit`` only when there are more classes than ``limit``).
+    Rounding each class on its own gave 302 images for ``--limit 300``."""
+    exact = limit * sizes / sizes.sum()
+    counts = np.clip(np.floor(exact).astype(int), 1, sizes)
+    for index in np.argsort(-(exact - np.floor(exact)), kind="stable"):  # the largest remainders first
+        if counts.sum() >= limit:
+            break
+        counts[index] += counts[index] < sizes[index]
+    while counts.sum() > limit and counts.max() > 1:  # the one-per-class minimum overshot: trim the largest
+        counts[np.argmax(counts)] -= 1
+    return counts

@@ -10,8 +10,6 @@ from toolkit.base.classes import CLASSES
 from toolkit.base.metrics import compute_metrics
 from toolkit.export.options import Gate
 
-GATE_FAILED = 1  # the exit code of a failed gate (bad input exits 2)
-
 
 def compare(labels: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict:
     """How ``after`` differs from ``before`` on the same images: agreement, metric deltas, probability gaps."""

@@ -1,6 +1,6 @@
 """Export with the drift gate: stage the bundle, measure it, retry int8 with ``--selective``, then publish or reject.
 
-A bundle that fails is moved to ``.NAME.rejected/`` beside where it would have gone, with its
+A bundle that fails is moved to ``NAME.rejected/`` beside where it would have gone, with its
 report, unless ``--accept-drift`` publishes it anyway (its manifest then says the gate failed).
 This is the ``export`` command's entry point: it sits above both the export steps and the drift
 measurement it combines.
@@ -126,8 +126,9 @@ def gate_bundle(
     if options.accept_drift:
         print(f"warning: drift gate failed ({failures}); publishing anyway because of --accept-drift")
         return
-    rejected = target.with_name(f".{target.name}.rejected")
+    rejected = target.with_name(f"{target.name}.rejected")
     shutil.rmtree(rejected, ignore_errors=True)
+    os.chmod(staging, 0o755)  # mkdtemp's owner-only mode would hide it from whoever reviews it
     os.replace(staging, rejected)
     retry = "" if options.selective else "retry with --selective, or "
     raise GateFailed(
@@ -140,7 +141,7 @@ def export_run(options: ExportOptions) -> Path:
     """Export ``options.run`` into ``options.out/NAME/`` and return the bundle folder.
 
     The bundle is assembled in a hidden staging folder, checked by the drift gate, and only then
-    renamed into place; a bundle that fails the gate is kept as ``.NAME.rejected/`` for inspection.
+    renamed into place; a bundle that fails the gate is kept as ``NAME.rejected/`` for inspection.
     """
     run = open_run(options.run)
     target = options.out / (options.name or run.name)

@@ -96,6 +96,15 @@ def read_predictions(path: Path, bundle: Bundle) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index", columns=bundle.labels)
 
 
+def _device_predictions(path: Path, bundle: Bundle, ids: np.ndarray, split: str) -> np.ndarray:
+    """The device's probabilities for the split's images, in the reference's order."""
+    table = read_predictions(path, bundle)
+    missing = [i for i in ids if i not in table.index]
+    if missing:
+        raise ToolkitError(f"predictions {path} lack {len(missing)} {split} image(s), e.g. {missing[0]}")
+    return table.loc[ids].to_numpy(np.float32)
+
+
 def _check_probabilities(path: Path, image_id: str, probs: np.ndarray, classes: int) -> None:
     """One image's probabilities: one per class, each in [0, 1], summing to 1 (within 0.05: int8 rounds each)."""
     if len(probs) != classes:
@@ -170,6 +179,7 @@ def measure_drift(
     if f"{split}_ids" not in reference:
         raise ToolkitError(f"{run.path / 'reference.npz'} holds no {split} predictions")
     ids, labels, reference_probs = (reference[f"{split}_{k}"] for k in ("ids", "labels", "probs"))
+    device = None if predictions is None else _device_predictions(predictions, bundle, ids, split)  # checked first
     paths = run.table.set_index("image_id").loc[ids, "path"].tolist()
     images = bundle.load(paths, desc=f"loading {split} images")
     if (run.input_size, run.resize_mode) == (bundle.input_size, bundle.resize_mode):
@@ -183,11 +193,7 @@ def measure_drift(
         model_file = portable_path(bundle.path / "model.tflite", bundle.path)
         exported, source = bundle.predict(images), f"{model_file} (ai_edge_litert, XNNPACK, CPU)"
     else:
-        table = read_predictions(predictions, bundle)
-        missing = [i for i in ids if i not in table.index]
-        if missing:
-            raise ToolkitError(f"predictions {predictions} lack {len(missing)} {split} image(s), e.g. {missing[0]}")
-        exported, source = table.loc[ids].to_numpy(np.float32), str(predictions)
+        exported, source = device, str(predictions)
     total = compare(labels, reference_probs, exported)
     referral = referral_report(operating_points(bundle, run), labels, reference_probs, exported)
     failures = gate_failures(total, gate, referral)

@@ -16,7 +16,8 @@ import numpy as np
 
 from toolkit.base.errors import ToolkitError
 from toolkit.base.runtime import dequantize_output, interpreter, quantize_input
-from toolkit.data.images import decode_image, load_images, resize_image
+from toolkit.data.images import RESIZE_MODES, decode_image, load_images, resize_image
+from toolkit.export.verify import REEXPORT, check_files, check_labels, check_manifest, check_tensor
 
 MANIFEST, LABELS, MODEL = "manifest.json", "labels.txt", "model.tflite"
 SCHEMA_VERSION = 1
@@ -41,14 +42,21 @@ class Bundle:
                 raise ToolkitError(f"no {name} in bundle {path}: export one with `python -m toolkit export`")
         try:
             manifest = json.loads((path / MANIFEST).read_text())
-        except json.JSONDecodeError as error:
-            raise ToolkitError(f"cannot parse {path / MANIFEST}: {error}") from None
-        if manifest.get("schema_version") != SCHEMA_VERSION:
+        except ValueError as error:  # not JSON, or not even text
+            raise ToolkitError(f"cannot parse {path / MANIFEST}: {error}: {REEXPORT}") from None
+        if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+            version = manifest.get("schema_version") if isinstance(manifest, dict) else None
             raise ToolkitError(
-                f"{path / MANIFEST} has schema version {manifest.get('schema_version')!r}; "
-                f"this toolkit reads version {SCHEMA_VERSION}"
+                f"{path / MANIFEST} has schema version {version!r}; this toolkit reads version {SCHEMA_VERSION}"
             )
-        labels = (path / LABELS).read_text().splitlines()
+        check_manifest(manifest, path / MANIFEST, RESIZE_MODES)
+        check_files(path, manifest, MANIFEST)
+        try:
+            labels = (path / LABELS).read_text().splitlines()
+        except UnicodeDecodeError:
+            raise ToolkitError(f"{path / LABELS} is not text: {REEXPORT}") from None
+        where = {"manifest": path / MANIFEST, "labels": path / LABELS, "model": path / MODEL}
+        check_labels(labels, manifest, (path / MODEL).read_bytes(), where)
         outputs = manifest["output"]["shape"][-1]
         if len(labels) != outputs:
             raise ToolkitError(f"{path / LABELS} has {len(labels)} labels but the model has {outputs} outputs")
@@ -103,18 +111,11 @@ class Bundle:
         return dequantize_output(raw, spec["dtype"], spec["scale"], spec["zero_point"])
 
     def interpreter(self, threads: int | None = None, xnnpack: bool = True):
-
+        """The model's interpreter, its tensors checked against the manifest first."""
         runner = interpreter(str(self.path / MODEL), threads=threads, xnnpack=xnnpack)
-        details = runner.get_input_details()[0]
-        expected = self.manifest["input"]["shape"]
-        shape = details["shape"].tolist()
-        if shape != expected:
-            raise ToolkitError(f"{self.path / MODEL} takes input {shape}, but {self.path / MANIFEST} says {expected}")
-        outputs = int(runner.get_output_details()[0]["shape"][-1])
-        if outputs != len(self.labels):
-            raise ToolkitError(
-                f"{self.path / MODEL} has {outputs} outputs but {self.path / LABELS} has {len(self.labels)} labels"
-            )
+        where = {"manifest": self.path / MANIFEST, "model": self.path / MODEL}
+        check_tensor(runner.get_input_details()[0], self.manifest["input"], "input", where)
+        check_tensor(runner.get_output_details()[0], self.manifest["output"], "output", where)
         return runner
 
     def predict(self, images: np.ndarray, threads: int | None = None, desc: str = "running the bundle") -> np.ndarray:

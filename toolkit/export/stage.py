@@ -36,6 +36,12 @@ def read_labels(path: Path | None, outputs: int) -> list[str]:
     if len(labels) != outputs:
         where = path or "the default labels"
         raise ToolkitError(f"{where} has {len(labels)} labels but the model has {outputs} outputs")
+    for index, label in enumerate(labels):  # a renaming is fine; naming another class's output is not
+        if label in CLASSES and CLASSES.index(label) != index:
+            raise ToolkitError(
+                f"{path} puts {label!r} on output {index}, which is {CLASSES[index]}: "
+                f"keep the outputs' order ({', '.join(CLASSES)})"
+            )
     return labels
 
 

@@ -25,6 +25,7 @@ from toolkit.export.bundle import LABELS, MANIFEST, MODEL, SCHEMA_VERSION
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 README, DART = "README.md", "lesion_classifier.dart"
+STAGING = "staging-"  # .NAME.staging-PID-xxxxxxxx/: a bundle being assembled by process PID
 INTERPOLATION = "INTER_AREA when shrinking, INTER_LINEAR when enlarging (OpenCV)"
 
 
@@ -109,12 +110,35 @@ def _sha256(path: Path) -> str:
 
 
 def staging_folder(out: Path) -> Path:
-    """A fresh hidden folder beside ``out`` to assemble the bundle in."""
+    """A fresh hidden folder beside ``out`` to assemble the bundle in.
+
+    Its name carries this process's id, so the next export removes the folders of exports that were killed.
+    """
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        remove_dead_staging(out.parent)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.{STAGING}{os.getpid()}-", dir=out.parent))
     except OSError as error:
         raise ToolkitError(f"cannot write to {out.parent}: {error.strerror}") from None
+
+
+def remove_dead_staging(folder: Path) -> None:
+    """Remove the staging folders in ``folder`` whose export process no longer runs (killed, or the machine
+    restarted)."""
+    for path in folder.glob(f".*.{STAGING}*-*"):
+        pid = path.name.rpartition(f".{STAGING}")[2].partition("-")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_files(folder: Path, model: bytes, labels: list[str], manifest: dict) -> None:
@@ -162,7 +186,7 @@ def publish(staging: Path, out: Path, force: bool = False) -> Path:
         raise ToolkitError(f"bundle {out} already exists: pass --force to replace it")
     os.chmod(staging, 0o755)
     if out.exists():
-        old = out.with_name(f".{out.name}.replaced")
+        old = out.with_name(f".{out.name}.{STAGING}{os.getpid()}-replaced")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(out, old)
         os.replace(staging, out)

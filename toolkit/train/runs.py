@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -100,6 +101,8 @@ class Run:
         import keras
 
         path = self.files.model
+        if not zipfile.is_zipfile(path):  # Keras would call a truncated or foreign file "File not found"
+            raise ToolkitError(f"{path} is not a .keras archive (truncated or overwritten?): retrain, or restore it")
         try:
             return keras.saving.load_model(path, compile=compile)
         except Exception as error:  # Keras raises ValueError, OSError, zipfile.BadZipFile and more

@@ -56,6 +56,7 @@ def _prepare_table(config: TrainConfig, demo_root: Path | None) -> pd.DataFrame:
 def _one_process(out: Path) -> Iterator[None]:
     """Hold ``NAME.lock`` beside the run while training: a second process resuming the same run would
     interleave its epochs with the first one's (its history rows, checkpoints and best model)."""
+    created = [folder for folder in (out.parent, *out.parent.parents) if not folder.exists()]  # deepest first
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = out.with_name(out.name + ".lock")
     with open(lock, "w") as handle:
@@ -67,6 +68,9 @@ def _one_process(out: Path) -> Iterator[None]:
             yield
         finally:
             lock.unlink(missing_ok=True)
+            for folder in created:  # a run that failed leaves no empty folders either
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 def train(
@@ -95,15 +99,28 @@ def _train(config: TrainConfig, out: Path, resume: bool, force: bool, demo_root:
         table = _prepare_table(config, demo_root)
     keras.utils.set_random_seed(config.seed)  # the head's initial weights and dropout: the same seed, the same run
     input_size = config.input_size or backbone_spec(config.arch).default_size
-    bn_fix = uses_bn_fix(config)
-    if config.bn_fix and not bn_fix:
+    if config.bn_fix and not uses_bn_fix(config):
         print("weights none: BatchNorm trains (the BatchNorm fix only protects pretrained statistics)", flush=True)
     model = build_classifier(config.arch, input_size, config.weights, config.alpha, config.dropout)
-    if not resume:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+    if resume:
+        return _fit_and_finish(model, config, table, partial, out, input_size, started)
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
         write_json(RunLayout(partial).config, {**asdict(config), "input_size": input_size})
         write_splits(table, RunLayout(partial).splits)
+        return _fit_and_finish(model, config, table, partial, out, input_size, started)
+    except BaseException:
+        if not RunLayout(partial).state.exists():  # no epoch finished: nothing a --resume could continue
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _fit_and_finish(
+    model: keras.Model, config: TrainConfig, table: pd.DataFrame, partial: Path, out: Path, input_size: int, started
+) -> Path:
+    """Both phases from where ``partial`` stands, the optional weight average, the evaluation, the rename."""
+    bn_fix = uses_bn_fix(config)
     state = json.loads(RunLayout(partial).state.read_text()) if RunLayout(partial).state.exists() else {}
     state.update(backend=keras.backend.backend(), device=training_device())
 
