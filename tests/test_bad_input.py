@@ -149,6 +149,7 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_reading_the_dat
     for out, message in (
         (folder, f"cannot write {folder}: it is a folder"),
         (folder / "plain_file" / "s.csv", f"{folder / 'plain_file'} is a file, not a folder"),
+        (Path("/proc/splits.csv"), "cannot write /proc/splits.csv: No such file or directory; choose another place"),
     ):
         code, err, stdout = run_data(capsys, ham_subset, out)
         assert code == 2 and len(err) == 1 and message in err[0] and stdout == "", err

@@ -209,3 +209,12 @@ def test_an_export_removes_the_staging_folders_of_killed_exports(tmp_path):
     staging = staging_folder(out / "x")
     assert staging.name.startswith(f".x.staging-{os.getpid()}-") and staging.is_dir()
     assert sorted(p.name for p in out.iterdir()) == sorted([running.name, staging.name, "z"])
+
+
+def test_a_truncated_model_is_called_truncated_not_missing(cli, tmp_path):
+    run = Path(shutil.copytree(REPO / "models" / "ham10000_mobilenet_v2", tmp_path / "run"))
+    model = run / "model.keras"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    result = cli("export", "--run", str(run), "--quantize", "float16", "--out", str(tmp_path / "out"), check=False)
+    one_line(result, 2, f"{model} is not a .keras archive (truncated or overwritten?)")
+    assert not (tmp_path / "out").exists()
