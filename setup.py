@@ -18,6 +18,7 @@ setup(
         "ai-edge-litert>=2.0",
         "litert-quantizer>=0.11",
         "opencv-python-headless>=4.10",
+        "pillow>=10",  # EXIF orientation (OpenCV decodes; its EXIF reading is not exposed)
         "scikit-learn>=1.5",
         "scipy>=1.10",  # softmax; scikit-learn depends on it anyway
         "pandas>=2.2",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import HAM
+from conftest import HAM, REPO
 
 from toolkit.base.errors import ToolkitError
 from toolkit.data.images import decode_image, load_images, resize_image
@@ -147,3 +147,53 @@ def test_loading_nothing_good_gives_an_empty_uint8_batch_of_the_asked_size(tmp_p
     loaded = load_images([str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")], 32, skip_bad=True)
     assert loaded.images.shape == (0, 32, 32, 3) and loaded.images.dtype == np.uint8
     assert loaded.kept.dtype == np.int64 and len(loaded.skipped) == 2  # an index array, even when empty
+
+
+def save_with_orientation(pixels: np.ndarray, path, orientation: int, **options) -> None:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, exif=exif, **options)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pillow_and_opencv_apply_it(tmp_path, orientation):
+    """Every orientation, checked against two libraries: Pillow on a lossless PNG, OpenCV's own reading on a JPEG."""
+    from PIL import Image, ImageOps
+
+    pixels = np.random.default_rng(orientation).integers(0, 256, (5, 8, 3), dtype=np.uint8)  # no symmetry
+    save_with_orientation(pixels, tmp_path / "p.png", orientation)
+    with Image.open(tmp_path / "p.png") as image:
+        assert np.array_equal(decode_image(tmp_path / "p.png"), np.asarray(ImageOps.exif_transpose(image)))
+    save_with_orientation(decode_image(HAM_IMAGE), tmp_path / "p.jpg", orientation, quality=95)
+    upright = cv2.cvtColor(cv2.imread(str(tmp_path / "p.jpg"), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(decode_image(tmp_path / "p.jpg"), upright)
+    assert upright.shape == ((150, 200, 3) if orientation < 5 else (200, 150, 3))
+
+
+def test_a_photo_stored_on_its_side_gets_the_answer_of_the_upright_photo(tmp_path):
+    """Orientation 6 once turned a "mel 0.996" into "akiec 0.992"; the shipped bundle must see one photo."""
+    from toolkit.export.bundle import Bundle
+
+    pixels = decode_image(HAM_IMAGE)
+    save_with_orientation(pixels, tmp_path / "upright.jpg", 1, quality=95)
+    save_with_orientation(np.ascontiguousarray(np.rot90(pixels, 1)), tmp_path / "side.jpg", 6, quality=95)
+    bundle = Bundle.open(REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16")
+    inputs = np.stack([bundle.preprocess(tmp_path / name) for name in ("upright.jpg", "side.jpg")])
+    assert np.abs(inputs[0].astype(int) - inputs[1]).mean() < 2  # JPEG noise only (19 levels apart, turned)
+    probs = bundle.predict(inputs)
+    assert probs[0].argmax() == probs[1].argmax() and np.abs(probs[0] - probs[1]).max() < 0.01
+
+
+def test_a_palette_image_is_expanded_to_its_rgb_colours(tmp_path):
+    """The manifest's decode rule, as a Flutter or browser decoder would read the same file."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    palette = Image.fromarray(pixels).quantize(16)
+    palette.save(tmp_path / "p.png")
+    assert palette.mode == "P" and np.array_equal(decode_image(tmp_path / "p.png"), np.asarray(palette.convert("RGB")))
+    palette.save(tmp_path / "t.png", transparency=0)
+    with pytest.raises(ToolkitError, match="RGBA image with an alpha channel"):
+        decode_image(tmp_path / "t.png")

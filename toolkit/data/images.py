@@ -7,6 +7,7 @@ in a MedMNIST-style ``.npz`` file, so every layout flows through the same code.
 
 from __future__ import annotations
 
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,8 +41,37 @@ def _looks_truncated(data: bytes) -> bool:
     return data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
+# EXIF orientation -> the steps that turn the stored pixels upright (Pillow's ImageOps.exif_transpose table).
+UPRIGHT = {
+    2: lambda a: a[:, ::-1],  # mirrored
+    3: lambda a: a[::-1, ::-1],  # upside down
+    4: lambda a: a[::-1],  # mirrored upside down
+    5: lambda a: a.transpose(1, 0, 2),  # transposed
+    6: lambda a: np.rot90(a, -1),  # stored 90 degrees anticlockwise: turn clockwise
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],  # transversed
+    8: lambda a: np.rot90(a, 1),  # stored 90 degrees clockwise: turn anticlockwise
+}
+ORIENTATION_TAG = 0x0112
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1 to 8) of an encoded image; 1 (as stored) when it has none or an unreadable one."""
+    from PIL import Image  # reads the header only
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # Pillow raises many types on odd headers; OpenCV judges the pixels
+        return 1
+    return orientation if orientation in UPRIGHT else 1
+
+
 def decode_image(path: str | os.PathLike) -> np.ndarray:
-    """Return the image at ``path`` as RGB uint8 (H, W, 3), or raise naming the file and the fault."""
+    """Return the image at ``path`` as upright RGB uint8 (H, W, 3), or raise naming the file and the fault.
+
+    Upright: the EXIF orientation is applied, as phones, browsers and Dart's decoder do; a photo stored on
+    its side with orientation 6 was otherwise classified as another lesion than the same photo upright.
+    """
     import cv2  # here, not at the top: the CLI checks resize modes without loading OpenCV
 
     path = str(path)
@@ -66,7 +96,9 @@ def decode_image(path: str | os.PathLike) -> np.ndarray:
         raise ToolkitError(f"RGBA image with an alpha channel, expected RGB: {path}")
     if image.dtype != np.uint8:
         raise ToolkitError(f"{image.dtype} image, expected 8-bit RGB: {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    orientation = exif_orientation(data)
+    return np.ascontiguousarray(UPRIGHT[orientation](rgb)) if orientation != 1 else rgb
 
 
 def resize_image(image: np.ndarray, size: int, mode: str = "squash") -> np.ndarray:

@@ -26,6 +26,10 @@ from toolkit.export.bundle import LABELS, MANIFEST, MODEL, SCHEMA_VERSION
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 README, DART = "README.md", "lesion_classifier.dart"
 STAGING = "staging-"  # .NAME.staging-PID-xxxxxxxx/: a bundle being assembled by process PID
+DECODE = (
+    "EXIF orientation applied first; 8-bit colour only: grayscale, alpha and 16-bit images are refused, "
+    "palette images expanded to RGB"
+)
 INTERPOLATION = "INTER_AREA when shrinking, INTER_LINEAR when enlarging (OpenCV)"
 
 
@@ -84,6 +88,7 @@ def preprocessing_recipe(resize_mode: str, input_dtype: str) -> dict:
         "float32": "RGB values 0-255 as float32 (not normalised)",
     }
     return {
+        "decode": DECODE,
         "color_order": "RGB",
         "layout": "NHWC",
         "resize_mode": resize_mode,
