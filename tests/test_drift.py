@@ -336,3 +336,24 @@ def test_compare_reports_every_field_it_promises():
     assert comparison["mean_kl_divergence"] == pytest.approx(rel_entr(before, after).sum(axis=1).mean(), rel=1e-3)
     for key, probs in (("confusion_before", before), ("confusion_after", after)):
         assert comparison[key] == confusion_matrix(labels, probs.argmax(1), labels=range(7)).tolist()
+
+
+def test_drift_tells_a_changed_or_unrelated_run_from_quantization(demo_bundle, demo_run, tmp_path, cli):
+    """The bundle records the sha256 of the model.keras it came from; any other model is named, not measured."""
+    import hashlib
+
+    manifest = json.loads((demo_bundle / "manifest.json").read_text())
+    assert manifest["source"]["model_sha256"] == hashlib.sha256((demo_run / "model.keras").read_bytes()).hexdigest()
+    other = Path(shutil.copytree(demo_run, tmp_path / "other"))
+    model = keras.saving.load_model(other / "model.keras")
+    model.get_layer("head").layers[-1].bias.assign(np.zeros(len(CLASSES)))
+    model.save(other / "model.keras")
+    unrelated = cli("drift", "--bundle", str(demo_bundle), "--run", str(other), check=False)
+    lines = unrelated.stderr.strip().splitlines()
+    assert unrelated.returncode == 2 and len(lines) == 1, unrelated.stderr
+    assert f"{other} is not the run {demo_bundle} was exported from (its model.keras sha256 differs" in lines[0]
+    moved = Path(shutil.copytree(demo_bundle, tmp_path / "bundle"))
+    manifest["source"]["run"] = str(other)  # as if the run had been retrained in place
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    changed = cli("drift", "--bundle", str(moved), check=False)
+    assert changed.returncode == 2 and f"the run {other} changed since {moved} was exported" in changed.stderr

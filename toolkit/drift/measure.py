@@ -149,13 +149,25 @@ def export_eval_pack(bundle: Bundle, run: Run, split: str, out: Path) -> Path:
 
 
 def run_of(bundle: Bundle, run: Path | None) -> Run:
-    """The run to compare against: the one given, or the one the bundle's manifest names."""
-    if run is None:
-        named = bundle.manifest.get("source", {}).get("run")
-        if not named:
-            raise ToolkitError(f"{bundle.path / 'manifest.json'} names no source run: pass --run DIR")
-        run = find_portable(named, bundle.path)
-    return open_run(run)
+    """The run to compare against: the one given, or the one the bundle's manifest names; either way the run
+    whose ``model.keras`` the bundle was exported from, when the manifest recorded it."""
+    source, manifest = bundle.manifest.get("source", {}), bundle.path / "manifest.json"
+    given = run is not None
+    if not given:
+        if not source.get("run"):
+            raise ToolkitError(f"{manifest} names no source run: pass --run DIR")
+        run = find_portable(source["run"], bundle.path)
+    opened = open_run(run)
+    recorded = source.get("model_sha256")
+    if recorded and opened.model_sha256 != recorded:
+        differs = f"its model.keras sha256 differs from {manifest} source.model_sha256"
+        if given:
+            raise ToolkitError(f"{run} is not the run {bundle.path} was exported from ({differs}): pass that run")
+        raise ToolkitError(
+            f"the run {run} changed since {bundle.path} was exported ({differs}): re-export the bundle, "
+            "or restore the run"
+        )
+    return opened
 
 
 def measure_drift(

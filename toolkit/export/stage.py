@@ -149,6 +149,7 @@ def stage_attempt(
         metrics={"float": run.metrics.get("test"), "exported": None},
         source={
             "run": portable_path(run.path, options.out),
+            "model_sha256": run.model_sha256,
             "data": "demo" if is_demo(run) else portable_path(run.config.get("data", ""), options.out),
             "trained_with": {key: run.metrics.get(key) for key in ("backend", "device")},
             "calibration": calibration_source,

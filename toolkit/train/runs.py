@@ -69,6 +69,11 @@ class Run:
         return json.loads(path.read_text()) if path.exists() else {}
 
     @cached_property
+    def model_sha256(self) -> str:
+        """What a bundle records of the model it was exported from, so drift can tell a changed run."""
+        return hashlib.sha256(self.files.model.read_bytes()).hexdigest()
+
+    @cached_property
     def decision(self) -> dict | None:
         """The decision rule folded into the model's head (``decision.json``), if the run fitted one."""
         path = self.files.decision
