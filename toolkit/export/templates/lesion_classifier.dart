@@ -8,9 +8,12 @@
 //   4. dequantise the output with the manifest's scale and zero point;
 //   5. referral: sum the operating point's classes and compare with its threshold (manifest.json `referral`).
 //
-// pubspec.yaml: tflite_flutter ^0.11.0, image ^4.2.0, and the bundle folder under flutter: assets:.
+// Put this file in your app's lib/ and the bundle's files in assets/{{folder}}/.
+// pubspec.yaml: tflite_flutter ^0.12.0 (0.12.x: 16 KB page alignment, as Google Play requires), image ^4.2.0,
+// and the bundle folder under flutter: assets:. Load once (LesionClassifier.load), close when done (close()).
 
 import 'dart:convert';
+import 'dart:isolate';
 import 'dart:typed_data';
 
 import 'package:flutter/services.dart' show rootBundle;
@@ -46,9 +49,10 @@ class ReferralDecision {
 }
 
 class LesionClassifier {
-  LesionClassifier._(this._interpreter, this._manifest, this.labels, this.displayNames);
+  LesionClassifier._(this._interpreter, this._isolate, this._manifest, this.labels, this.displayNames);
 
   final Interpreter _interpreter;
+  final IsolateInterpreter _isolate; // runs the model off the UI isolate
   final Map<String, dynamic> _manifest;
   final List<String> labels;
   final List<String> displayNames;
@@ -68,16 +72,33 @@ class LesionClassifier {
       interpreter.close();
       throw StateError('labels.txt has ${labels.length} labels but the model has $outputs outputs');
     }
+    final isolate = await IsolateInterpreter.create(address: interpreter.address);
     return LesionClassifier._(
-        interpreter, manifest, labels, [for (final c in classes) c['display_name'] as String]);
+        interpreter, isolate, manifest, labels, [for (final c in classes) c['display_name'] as String]);
   }
 
   int get inputSize => (_manifest['input']['shape'] as List)[1] as int;
 
   /// Step 2: the photo at the model's input size, as the manifest's resize mode says.
-  img.Image resize(img.Image photo) {
-    final size = inputSize;
-    final mode = _manifest['preprocessing']['resize_mode'] as String;
+  img.Image resize(img.Image photo) => resizeFor(photo, _manifest);
+
+  /// Step 3: the resized RGB pixels as the bytes of the model's input tensor.
+  Uint8List inputBytes(img.Image resized) => inputBytesFor(resized, _manifest);
+
+  /// Steps 1-3 for encoded bytes, with no state: what [probabilitiesOfBytes] runs in a background isolate.
+  static Uint8List prepare(Uint8List encoded, Map<String, dynamic> manifest) {
+    final photo = img.decodeImage(encoded); // applies the EXIF orientation, as the manifest's `decode` says
+    if (photo == null) throw ArgumentError('not an image the image package can decode');
+    final bits = photo.hasPalette ? 8 : photo.bitsPerChannel; // a palette expands to 8-bit RGB
+    if (photo.hasAlpha || photo.numChannels < 3 || bits != 8) {
+      throw ArgumentError('8-bit colour only (manifest preprocessing.decode): grayscale, alpha and 16-bit are refused');
+    }
+    return inputBytesFor(resizeFor(photo, manifest), manifest);
+  }
+
+  static img.Image resizeFor(img.Image photo, Map<String, dynamic> manifest) {
+    final size = (manifest['input']['shape'] as List)[1] as int;
+    final mode = manifest['preprocessing']['resize_mode'] as String;
     img.Image scaled(int width, int height) {
       final shrinking = width * height < photo.width * photo.height;
       return img.copyResize(photo,
@@ -94,10 +115,9 @@ class LesionClassifier {
         dstX: (size - width) ~/ 2, dstY: (size - height) ~/ 2);
   }
 
-  /// Step 3: the resized RGB pixels as the bytes of the model's input tensor.
-  Uint8List inputBytes(img.Image resized) {
+  static Uint8List inputBytesFor(img.Image resized, Map<String, dynamic> manifest) {
     final rgb = resized.convert(numChannels: 3).getBytes(order: img.ChannelOrder.rgb);
-    final input = _manifest['input'] as Map<String, dynamic>;
+    final input = manifest['input'] as Map<String, dynamic>;
     final scale = (input['scale'] as num).toDouble();
     final zeroPoint = input['zero_point'] as int;
     switch (input['dtype'] as String) {
@@ -136,7 +156,16 @@ class LesionClassifier {
     }
   }
 
-  /// Steps 2-4: the class probabilities of a photo, in label order.
+  /// Steps 1-4 off the UI isolate: decode and resize in a background isolate, run in the interpreter's own.
+  Future<List<double>> probabilitiesOfBytes(Uint8List encoded) async {
+    final manifest = _manifest;
+    final input = await Isolate.run(() => prepare(encoded, manifest));
+    final output = Uint8List(_interpreter.getOutputTensor(0).numBytes());
+    await _isolate.run(input, output.buffer);
+    return probabilities(output);
+  }
+
+  /// Steps 2-4 on the calling isolate: for tests and background work, not for a UI callback.
   List<double> probabilitiesOf(img.Image photo) {
     _interpreter.getInputTensor(0).setTo(inputBytes(resize(photo)));
     _interpreter.invoke();
@@ -173,19 +202,17 @@ class LesionClassifier {
   }
 
   /// All classes, most probable first.
-  List<LesionPrediction> classify(img.Image photo) {
-    final probs = probabilitiesOf(photo);
-    final ranked = [for (var i = 0; i < labels.length; i++) LesionPrediction(labels[i], displayNames[i], probs[i])]
-      ..sort((a, b) => b.probability.compareTo(a.probability));
-    return ranked;
-  }
+  List<LesionPrediction> ranked(List<double> probs) =>
+      [for (var i = 0; i < labels.length; i++) LesionPrediction(labels[i], displayNames[i], probs[i])]
+        ..sort((a, b) => b.probability.compareTo(a.probability));
 
-  /// Decodes an encoded photo (JPEG, PNG, ...) and classifies it.
-  List<LesionPrediction> classifyBytes(Uint8List encoded) {
-    final photo = img.decodeImage(encoded);
-    if (photo == null) throw ArgumentError('not an image the image package can decode');
-    return classify(photo);
-  }
+  List<LesionPrediction> classify(img.Image photo) => ranked(probabilitiesOf(photo));
 
-  void close() => _interpreter.close();
+  /// Decodes an encoded photo (JPEG, PNG, ...) and classifies it, off the UI isolate.
+  Future<List<LesionPrediction>> classifyBytes(Uint8List encoded) async => ranked(await probabilitiesOfBytes(encoded));
+
+  Future<void> close() async {
+    await _isolate.close();
+    _interpreter.close();
+  }
 }
