@@ -134,7 +134,34 @@ def shipped_table() -> str:
         f"clean checkout on {machine['cores']} cores ({machine['cpu']}, {', '.join(machine['cpu_features'])}), "
         f"{result['date']}.",
     ]
-    return "\n".join(lines)
+    return "\n".join([*lines, *levers_line()])
+
+
+LEVERS = {  # variant in train_levers.json: what README calls it
+    "finetune_144": "progressive resizing, 144 px",
+    "finetune_112": "112 px",
+    "threads_intra2_inter1": "2 intra-op and 1 inter-op threads",
+    "threads_intra1_inter1": "1 and 1",
+}
+
+
+def levers_line() -> list[str]:
+    """What each training lever bought, from ``train_levers.json`` (one run, side by side)."""
+    result = _load("train_levers.json")
+    if not result:
+        return []
+    variants = result["variants"]
+    speed = [f"{name} {variants[key]['images_per_second']:.1f} ({variants[key]['speed_vs_finetune_176']:.2f}x)"
+             for key, name in LEVERS.items()]  # fmt: skip
+    cached, through = variants["head_cached"], variants["head_through_backbone"]
+    return [
+        "",
+        f"What each training lever bought, in images per second of a training step measured side by side in one run "
+        f"(`benchmarks/results/train_levers.json`, {result['date']}): the recipe's 176 px fine-tune "
+        f"{variants['finetune_176']['images_per_second']:.1f}; {'; '.join(speed)}; the head phase on cached backbone "
+        f"features {cached['images_per_second']:.1f} against {through['images_per_second']:.1f} through the backbone "
+        f"({cached['images_per_second'] / through['images_per_second']:.2f}x, the recipe uses it).",
+    ]
 
 
 def _replace(path: Path, start: str, end: str, block: str) -> str:
