@@ -17,6 +17,12 @@ $(STAMP): setup.py Makefile
 	  else \
 	    echo "error: missing system library libusb-1.0 (needed by tflite-support): install the Debian package libusb-1.0-0 (apt-get install libusb-1.0-0)" >&2; exit 1; \
 	  fi; }
+	@command -v node >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq nodejs; \
+	  else \
+	    echo "warning: node not found: the JavaScript resize test will be skipped (apt-get install nodejs)" >&2; \
+	  fi; }
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

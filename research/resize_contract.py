@@ -2,9 +2,10 @@
 
 The app resizes with its own code, so the bundle's contract must name a resize that any language can write out
 exactly. Each candidate below is separable and written as taps (source index, weight) per output pixel, summed in
-float64 in tap order and rounded half up: IEEE-754 doubles give the same bytes in JavaScript and Dart when the
-same operations run in the same order. Each is measured against the toolkit's OpenCV path (INTER_AREA when the
-image shrinks, INTER_LINEAR when it grows), which the shipped model was trained and gated with:
+float64 in tap order and rounded half up (``toolkit.data.resize``, whose rule is the winner): IEEE-754 doubles give
+the same bytes in JavaScript and Dart when the same operations run in the same order. Each is measured against the
+toolkit's OpenCV path (INTER_AREA when the image shrinks, INTER_LINEAR when it grows), which the shipped model was
+trained and gated with:
 
 - ``linear``: bilinear with half-pixel centres and clamped edges (what OpenCV's INTER_LINEAR computes, in floats);
 - ``area``: area averaging with fractional edge weights on both axes (OpenCV's INTER_AREA when shrinking);
@@ -28,57 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from common import environment, write_result
 
 from toolkit.data.images import decode_image, resize_image
+from toolkit.data.resize import area_taps, contract_taps, linear_taps, resize_exact
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16"
 RESULT = "resize_contract.json"
 
 
-def linear_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two taps per output pixel: the neighbours of its centre mapped into the source, clamped at the edges."""
-    scale = source / target
-    centre = np.clip((np.arange(target) + 0.5) * scale - 0.5, 0, source - 1)
-    left = np.floor(centre).astype(int)
-    fraction = centre - left
-    right = np.minimum(left + 1, source - 1)
-    return np.stack([left, right], 1), np.stack([1 - fraction, fraction], 1)
-
-
-def area_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every source pixel an output pixel's footprint overlaps, weighted by the overlap (fractional at the edges)."""
-    scale = source / target
-    width = int(np.ceil(scale)) + 1
-    indices, weights = np.zeros((target, width), int), np.zeros((target, width))
-    for j in range(target):
-        start, end = j * scale, (j + 1) * scale
-        for t, i in enumerate(range(int(np.floor(start)), min(int(np.ceil(end)), source))):
-            indices[j, t], weights[j, t] = i, (min(i + 1, end) - max(i, start)) / scale
-    return indices, weights
-
-
-def resample(image: np.ndarray, axis: int, taps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """One axis resampled: the taps summed in order (adding a zero weight's product leaves a double unchanged)."""
-    indices, weights = taps
-    moved = np.moveaxis(image.astype(np.float64), axis, 0)
-    total = np.zeros((indices.shape[0], *moved.shape[1:]))
-    for t in range(indices.shape[1]):
-        total += weights[:, t].reshape(-1, *([1] * (moved.ndim - 1))) * moved[indices[:, t]]
-    return np.moveaxis(total, 0, axis)
-
-
-RULES = {
-    "linear": lambda source, target: linear_taps(source, target),
-    "area": lambda source, target: area_taps(source, target),
-    "area_linear": lambda source, target: (area_taps if target < source else linear_taps)(source, target),
-}
-
-
-def contract_resize(image: np.ndarray, size: int, rule: str) -> np.ndarray:
-    """Squash to ``size`` x ``size``: columns first, then rows, rounded half up once at the end."""
-    height, width = image.shape[:2]
-    columns = resample(image, 1, RULES[rule](width, size))
-    rows = resample(columns, 0, RULES[rule](height, size))
-    return np.floor(rows + 0.5).clip(0, 255).astype(np.uint8)
+RULES = {"linear": linear_taps, "area": area_taps, "area_linear": contract_taps}
 
 
 def main() -> None:
@@ -97,7 +55,7 @@ def main() -> None:
     reference = bundle.predict(baseline, desc="opencv")
     results = {}
     for rule in RULES:
-        images = np.stack([contract_resize(image, size, rule) for image in decoded])
+        images = np.stack([resize_exact(image, size, size, RULES[rule]) for image in decoded])
         difference = np.abs(images.astype(int) - baseline)
         probs = bundle.predict(images, desc=rule)
         agreement = compare(labels, reference, probs)
