@@ -10,7 +10,7 @@ setup(
     version="0.1.0",
     description="Train skin-lesion classifiers and ship them into Flutter apps as int8 TFLite bundles",
     packages=find_packages(include=["toolkit", "toolkit.*", "app_steps"]),
-    package_data={"toolkit.export": ["templates/*"]},
+    package_data={"toolkit.export": ["templates/*"], "toolkit.data": ["*.js"]},
     python_requires=">=3.11,<3.12",
     install_requires=[
         "tensorflow-cpu==2.21.*",
