@@ -17,12 +17,15 @@ $(STAMP): setup.py Makefile
 	  else \
 	    echo "error: missing system library libusb-1.0 (needed by tflite-support): install the Debian package libusb-1.0-0 (apt-get install libusb-1.0-0)" >&2; exit 1; \
 	  fi; }
-	@command -v node >/dev/null || { \
+	@# node and npm (LiteRT.js for the browser preview) and Chromium (its test), from Debian where missing
+	@missing="$$(command -v npm >/dev/null || echo nodejs npm) $$(command -v chromium >/dev/null || echo chromium)"; \
+	if [ -n "$$(echo $$missing)" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && apt-get install -y -qq nodejs; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	  else \
-	    echo "warning: node not found: the JavaScript resize test will be skipped (apt-get install nodejs)" >&2; \
-	  fi; }
+	    echo "warning: missing $$missing: preview and its tests need them (apt-get install $$missing)" >&2; \
+	  fi; fi
+	@if command -v npm >/dev/null; then npm ci --prefix toolkit/preview/web --no-audit --no-fund --silent; fi
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

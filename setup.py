@@ -10,7 +10,11 @@ setup(
     version="0.1.0",
     description="Train skin-lesion classifiers and ship them into Flutter apps as int8 TFLite bundles",
     packages=find_packages(include=["toolkit", "toolkit.*", "app_steps"]),
-    package_data={"toolkit.export": ["templates/*"], "toolkit.data": ["*.js"]},
+    package_data={
+        "toolkit.export": ["templates/*"],
+        "toolkit.data": ["*.js"],
+        "toolkit.preview": ["web/package*.json", "web/static/*"],
+    },
     python_requires=">=3.11,<3.12",
     install_requires=[
         "tensorflow-cpu==2.21.*",
@@ -26,6 +30,6 @@ setup(
         "tqdm>=4.66",
         "matplotlib>=3.8",
     ],
-    extras_require={"dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "import-linter==2.7"], "jax": ["jax[cpu]>=0.4.30"]},
+    extras_require={"dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "import-linter==2.7", "playwright>=1.40"], "jax": ["jax[cpu]>=0.4.30"]},
     entry_points={"console_scripts": ["lesion-toolkit=toolkit.cli:main"]},
 )

@@ -8,6 +8,7 @@ dequantise the output with the manifest's scale and zero point. ``test_contract.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import cv2
@@ -15,16 +16,44 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 
+def _taps(source: int, target: int) -> list[list[tuple[int, float]]]:
+    """Per output pixel, (source index, weight): area when the axis shrinks, linear when it grows (resize.js)."""
+    scale, rows = source / target, []
+    for j in range(target):
+        if target < source:
+            start, end = j * scale, (j + 1) * scale
+            stop = min(math.ceil(end), source)
+            rows.append([(i, (min(i + 1, end) - max(i, start)) / scale) for i in range(math.floor(start), stop)])
+        else:
+            centre = min(max((j + 0.5) * scale - 0.5, 0.0), source - 1.0)
+            left = math.floor(centre)
+            rows.append([(left, 1.0 - (centre - left)), (min(left + 1, source - 1), centre - left)])
+    return rows
+
+
+def _resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Columns, then rows, each output value summed tap by tap in float64; rounded half up once."""
+    columns = np.zeros((rgb.shape[0], width, 3))
+    for j, row in enumerate(_taps(rgb.shape[1], width)):
+        for index, weight in row:
+            columns[:, j] += weight * rgb[:, index].astype(np.float64)
+    rows = np.zeros((height, width, 3))
+    for j, row in enumerate(_taps(rgb.shape[0], height)):
+        for index, weight in row:
+            rows[j] += weight * columns[index]
+    return np.clip(np.floor(rows + 0.5), 0, 255).astype(np.uint8)
+
+
 def app_resize(rgb: np.ndarray, size: int, mode: str) -> np.ndarray:
-    """Step 2: squash or pad to the square, INTER_AREA when shrinking and INTER_LINEAR when enlarging."""
+    """Step 2: squash or pad to the square with the contract's resize (``resize.js``, line for line)."""
     height, width = rgb.shape[:2]
     scale = size / max(height, width)
-    new_w, new_h = (size, size) if mode == "squash" else (round(width * scale), round(height * scale))
-    interpolation = cv2.INTER_AREA if new_w * new_h < width * height else cv2.INTER_LINEAR
-    resized = cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
+    new_w, new_h = (
+        (size, size) if mode == "squash" else (math.floor(width * scale + 0.5), math.floor(height * scale + 0.5))
+    )
     canvas = np.zeros((size, size, 3), np.uint8)
     top, left = (size - new_h) // 2, (size - new_w) // 2
-    canvas[top : top + new_h, left : left + new_w] = resized
+    canvas[top : top + new_h, left : left + new_w] = _resize(rgb, new_w, new_h)
     return canvas
 
 
@@ -39,7 +68,7 @@ def app_classify(bundle: Path, image_paths: list[Path]) -> tuple[np.ndarray, lis
     size = spec_in["shape"][1]
     probs = []
     for path in image_paths:
-        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)  # IMREAD_COLOR: EXIF orientation applied
         pixels = app_resize(rgb, size, recipe["resize_mode"]).astype(np.float32)[None]
         if spec_in["dtype"] != "float32":
             info = np.iinfo(spec_in["dtype"])

@@ -53,13 +53,12 @@ def test_unreadable_image(capsys, ham_subset, tmp_path):
     assert_refused(capsys, ham_subset, tmp_path, "unreadable image", str(image))
 
 
-@pytest.mark.parametrize(("channels", "fault"), [(1, "grayscale image"), (4, "RGBA image")])
-def test_grayscale_and_rgba_images(capsys, ham_subset, tmp_path, channels, fault):
+def test_an_image_with_transparency(capsys, ham_subset, tmp_path):
     image = first_image(ham_subset, "bkl")
-    pixels = np.full((30, 40, channels), 128, np.uint8)
+    pixels = np.full((30, 40, 4), 128, np.uint8)
     cv2.imwrite(str(image.with_suffix(".png")), pixels)
     image.unlink()
-    assert_refused(capsys, ham_subset, tmp_path, fault, image.stem)
+    assert_refused(capsys, ham_subset, tmp_path, "image with transparency", image.stem)
 
 
 def test_csv_without_expected_columns(capsys, ham_subset, tmp_path):

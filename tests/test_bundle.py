@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from conftest import HAM, REPO
 
+from app_steps import app_resize
 from toolkit.base.classes import CLASSES
 from toolkit.base.errors import ToolkitError
 from toolkit.base.runtime import dequantize_output, quantize_input
@@ -107,7 +108,7 @@ def test_predict_feeds_the_manifests_preprocessing_to_the_model(bundle):
     images = opened.load([str(path) for path in IMAGES])
     assert np.array_equal(images[1], opened.preprocess(IMAGES[1]))
     rgb = cv2.cvtColor(cv2.imread(str(IMAGES[1])), cv2.COLOR_BGR2RGB)
-    assert np.array_equal(images[1], cv2.resize(rgb, (176, 176), interpolation=cv2.INTER_LINEAR))  # 200x150 grows
+    assert np.array_equal(images[1], app_resize(rgb, 176, "squash"))  # the contract, as the app computes it
     probs = opened.predict(images)
     direct = Interpreter(str(bundle / "model.tflite"))
     direct.allocate_tensors()

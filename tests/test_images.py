@@ -78,19 +78,15 @@ def _write(path, pixels):
             "unreadable image (not a JPEG/PNG OpenCV can decode): {}",
         ),
         (
-            lambda folder: _write(folder / "grey.png", np.full((9, 7), 99, np.uint8)),
-            "grayscale image, expected RGB colour: {}",
-        ),
-        (
             lambda folder: _write(folder / "rgba.png", np.full((9, 7, 4), 99, np.uint8)),
-            "RGBA image with an alpha channel, expected RGB: {}",
+            "image with transparency (alpha below 255), expected an opaque photo: {}",
         ),
         (
-            lambda folder: _write(folder / "deep.png", np.full((9, 7, 3), 999, np.uint16)),
-            "uint16 image, expected 8-bit RGB: {}",
+            lambda folder: _write(folder / "float.tiff", np.full((9, 7, 3), 0.5, np.float32)),
+            "float32 image, expected 8 or 16 bits per channel: {}",
         ),
     ],
-    ids=["missing", "directory", "truncated", "unreadable", "grayscale", "rgba", "16-bit"],
+    ids=["missing", "directory", "truncated", "unreadable", "transparent", "float"],
 )
 def test_decode_refuses_each_fault_by_name_and_file(tmp_path, make, message):
     path = make(tmp_path)
@@ -114,11 +110,15 @@ def test_npz_addresses_read_colour_and_expand_grayscale(tmp_path):
     assert expanded.shape == (4, 5, 3) and (expanded == 7).all()
 
 
-@pytest.mark.parametrize(("size", "interpolation"), [(64, cv2.INTER_AREA), (176, cv2.INTER_LINEAR)])
-def test_squash_shrinks_by_area_and_enlarges_bilinearly(size, interpolation):
-    """200x150 to 176x176 has more pixels than the original, so it enlarges (bilinear); 64x64 shrinks (area)."""
+@pytest.mark.parametrize("size", [64, 176, 224])
+@pytest.mark.parametrize("mode", ["squash", "pad"])
+def test_resizing_follows_the_contract_as_the_app_computes_it(size, mode):
+    """The same bytes as the app's steps in Python (``app_steps``, written from ``resize.js``, not from the toolkit):
+    at 176 the 200 columns shrink by area while the 150 rows grow linearly."""
+    from app_steps import app_resize
+
     image = decode_image(HAM_IMAGE)
-    assert np.array_equal(resize_image(image, size), cv2.resize(image, (size, size), interpolation=interpolation))
+    assert np.array_equal(resize_image(image, size, mode), app_resize(image, size, mode))
 
 
 def test_pad_centres_a_portrait_image_with_the_odd_pixel_on_the_right():
@@ -195,5 +195,18 @@ def test_a_palette_image_is_expanded_to_its_rgb_colours(tmp_path):
     palette.save(tmp_path / "p.png")
     assert palette.mode == "P" and np.array_equal(decode_image(tmp_path / "p.png"), np.asarray(palette.convert("RGB")))
     palette.save(tmp_path / "t.png", transparency=0)
-    with pytest.raises(ToolkitError, match="RGBA image with an alpha channel"):
+    with pytest.raises(ToolkitError, match="image with transparency"):
         decode_image(tmp_path / "t.png")
+
+
+def test_grayscale_16_bit_and_opaque_alpha_become_rgb_as_a_browser_decodes_them(tmp_path):
+    """Measured in Chromium: gray repeated, 16-bit to its high byte, an opaque alpha dropped (the browser test
+    checks the same files end to end)."""
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 256, (5, 7), dtype=np.uint8)
+    deep = rng.integers(0, 65536, (5, 7, 3), dtype=np.uint16)
+    opaque = np.concatenate([rng.integers(0, 256, (5, 7, 3), dtype=np.uint8), np.full((5, 7, 1), 255, np.uint8)], 2)
+    assert np.array_equal(decode_image(_write(tmp_path / "g.png", gray)), np.stack([gray] * 3, axis=2))
+    high = cv2.cvtColor((deep >> 8).astype(np.uint8), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(decode_image(_write(tmp_path / "d.png", deep)), high)
+    assert np.array_equal(decode_image(_write(tmp_path / "o.png", opaque)), cv2.cvtColor(opaque, cv2.COLOR_BGRA2RGB))

@@ -9,6 +9,7 @@ import argparse
 import json
 import shlex
 import sys
+import threading
 from dataclasses import fields
 
 import numpy as np
@@ -272,4 +273,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 f"  malignancy score ({' + '.join(point.classes)}) {referral['score']:.3f}: {verdict} "
                 f"(operating point {point.name}, threshold {point.threshold:.3f})"
             )
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    """Serve the page until Ctrl-C (a normal way to stop a server: exit 0)."""
+    from toolkit.export.bundle import NOT_A_DEVICE, Bundle
+    from toolkit.preview.server import start
+
+    if not 0 <= args.port <= 65535:
+        raise ToolkitError(f"--port must be 0 to 65535, not {args.port}")
+    bundle = Bundle.open(args.bundle)
+    bundle.interpreter()  # its tensors checked against the manifest before the page runs it
+    server = start(bundle.path, args.port)
+    if bundle.demo_warning():
+        print(bundle.demo_warning())
+    print(f"{NOT_A_DEVICE}\npreview of {bundle.path} at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops it)")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.shutdown()
     return 0

@@ -1,4 +1,4 @@
-"""Decode, check and resize images with OpenCV, and cache a whole split in memory as uint8.
+"""Decode and check images with OpenCV, resize them as the contract says, and cache a whole split as uint8.
 
 Decoding is the slow part of an epoch, so each image is decoded and resized once; augmentation
 then works on the cached array. Paths of the form ``file.npz#split/index`` address images held
@@ -66,6 +66,25 @@ def exif_orientation(data: bytes) -> int:
     return orientation if orientation in UPRIGHT else 1
 
 
+def _to_rgb(image: np.ndarray, path: str) -> np.ndarray:
+    """OpenCV's decoded pixels as 8-bit RGB, as a browser's decoder gives them: 16-bit keeps its high byte,
+    grayscale is repeated into three channels, an alpha channel that is fully opaque is dropped. Transparency
+    is refused: what lies under a transparent pixel differs between decoders."""
+    import cv2
+
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise ToolkitError(f"{image.dtype} image, expected 8 or 16 bits per channel: {path}")
+    if image.ndim == 2 or image.shape[2] == 1:
+        return np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2)
+    if image.shape[2] == 4:
+        if (image[..., 3] != 255).any():
+            raise ToolkitError(f"image with transparency (alpha below 255), expected an opaque photo: {path}")
+        image = image[..., :3]
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 def decode_image(path: str | os.PathLike) -> np.ndarray:
     """Return the image at ``path`` as upright RGB uint8 (H, W, 3), or raise naming the file and the fault.
 
@@ -90,37 +109,20 @@ def decode_image(path: str | os.PathLike) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ToolkitError(f"unreadable image (not a JPEG/PNG OpenCV can decode): {path}")
-    if image.ndim == 2 or image.shape[2] == 1:
-        raise ToolkitError(f"grayscale image, expected RGB colour: {path}")
-    if image.shape[2] == 4:
-        raise ToolkitError(f"RGBA image with an alpha channel, expected RGB: {path}")
-    if image.dtype != np.uint8:
-        raise ToolkitError(f"{image.dtype} image, expected 8-bit RGB: {path}")
-    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    rgb = _to_rgb(image, path)
     orientation = exif_orientation(data)
     return np.ascontiguousarray(UPRIGHT[orientation](rgb)) if orientation != 1 else rgb
 
 
 def resize_image(image: np.ndarray, size: int, mode: str = "squash") -> np.ndarray:
-    """Resize to ``size`` x ``size``: ``squash`` stretches, ``pad`` keeps the aspect ratio and pads with black.
-
-    Shrinking uses area interpolation and enlarging bilinear, as OpenCV recommends.
+    """Resize to ``size`` x ``size`` as the preprocessing contract says (:mod:`toolkit.data.resize`): ``squash``
+    stretches, ``pad`` keeps the aspect ratio and pads with black; area when an axis shrinks, linear when it grows.
     """
-    import cv2  # here, not at the top: the CLI checks resize modes without loading OpenCV
+    from toolkit.data.resize import resize_contract
 
     if mode not in RESIZE_MODES:
         raise ToolkitError(f"unknown resize mode {mode!r}; expected one of {', '.join(RESIZE_MODES)}")
-    height, width = image.shape[:2]
-    scale = size / max(height, width) if mode == "pad" else None
-    new_w, new_h = (size, size) if scale is None else (round(width * scale), round(height * scale))
-    shrinking = new_w * new_h < width * height
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    if mode == "squash":
-        return resized
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    return cv2.copyMakeBorder(
-        resized, top, size - new_h - top, left, size - new_w - left, cv2.BORDER_CONSTANT, value=(0, 0, 0)
-    )
+    return resize_contract(image, size, mode)
 
 
 @dataclass

@@ -27,10 +27,15 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 README, DART = "README.md", "lesion_classifier.dart"
 STAGING = "staging-"  # .NAME.staging-PID-xxxxxxxx/: a bundle being assembled by process PID
 DECODE = (
-    "EXIF orientation applied first; 8-bit colour only: grayscale, alpha and 16-bit images are refused, "
-    "palette images expanded to RGB"
+    "EXIF orientation applied first; no colour management; to 8-bit RGB as browsers decode: grayscale repeated "
+    "into R, G and B, 16-bit reduced to its high byte, palettes expanded, an opaque alpha channel dropped; "
+    "any transparency (alpha below 255) refused"
 )
-INTERPOLATION = "INTER_AREA when shrinking, INTER_LINEAR when enlarging (OpenCV)"
+INTERPOLATION = (
+    "per axis: area averaging with fractional edge weights when it shrinks, linear with half-pixel centres and "
+    "clamped edges when it grows; taps summed in float64 in source order, columns then rows, rounded half up once "
+    "(toolkit/data/resize.py; resize.js and lesion_classifier.dart compute the same bytes)"
+)
 
 
 def tensor_spec(model: bytes) -> dict[str, dict]:
@@ -94,7 +99,8 @@ def preprocessing_recipe(resize_mode: str, input_dtype: str) -> dict:
         "resize_mode": resize_mode,
         "resize": "squash: stretch to the input size"
         if resize_mode == "squash"
-        else "pad: keep the aspect ratio, scale the longer side to the input size, centre, pad with black",
+        else "pad: keep the aspect ratio, scale the longer side to the input size (the other rounded half up), "
+        "centre (offsets rounded down), pad with black",
         "interpolation": INTERPOLATION,
         "pad_value": [0, 0, 0],
         "value_range": [0, 255],
