@@ -73,7 +73,9 @@ def test_the_bundle_is_self_describing(name, request):
     for file, entry in manifest["files"].items():
         data = (bundle / file).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"], file
-    assert set(manifest["files"]) == {"model.tflite", "labels.txt", "README.md", "lesion_classifier.dart"}
+    assert set(manifest["files"]) == {
+        "model.tflite", "labels.txt", "README.md", "lesion_classifier.dart", "lesion_classifier_test.dart"
+    }  # fmt: skip
     labels = (bundle / "labels.txt").read_text().splitlines()
     assert [c["label"] for c in manifest["classes"]] == labels
     assert manifest["preprocessing"]["resize_mode"] == resize_mode
@@ -114,3 +116,20 @@ def test_the_app_follows_the_run_not_just_the_manifest(name, request):
     other = {"squash": "pad", "pad": "squash"}[mode]  # what a manifest naming the wrong mode would feed
     misfed = model.predict(np.stack([app_resize(image, size, other) for image in rgb]).astype(np.float32), verbose=0)
     assert np.abs(misfed - as_trained).max() > 1e-2  # so the check above would see it
+
+
+def test_the_golden_files_for_flutter_test_are_what_the_toolkit_computes(bundle):
+    """``lesion_classifier_test.dart`` holds the Dart side to these: they must be the toolkit's own answers."""
+    import hashlib
+
+    from toolkit.export.bundle import Bundle
+
+    opened = Bundle.open(bundle)
+    golden = json.loads((bundle / "golden" / "golden.json").read_text())
+    assert golden["manifest"]["input"]["shape"] == opened.manifest["input"]["shape"] and len(golden["images"]) == 4
+    for case in golden["images"]:
+        resized = opened.preprocess(bundle / "golden" / case["file"])
+        assert hashlib.sha256(resized.tobytes()).hexdigest() == case["resized_sha256"]
+        probs = opened.predict(resized[None])[0]
+        assert int(probs.argmax()) == case["top1"]
+        assert np.abs(probs - case["probabilities"]).max() <= golden["tolerance"]

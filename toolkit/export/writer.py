@@ -24,7 +24,7 @@ from toolkit.base.runtime import interpreter
 from toolkit.export.bundle import LABELS, MANIFEST, MODEL, SCHEMA_VERSION
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-README, DART = "README.md", "lesion_classifier.dart"
+README, DART, DART_TEST = "README.md", "lesion_classifier.dart", "lesion_classifier_test.dart"
 STAGING = "staging-"  # .NAME.staging-PID-xxxxxxxx/: a bundle being assembled by process PID
 DECODE = (
     "EXIF orientation applied first; no colour management; to 8-bit RGB as browsers decode: grayscale repeated "
@@ -153,9 +153,12 @@ def _running(pid: int) -> bool:
 
 
 def write_files(folder: Path, model: bytes, labels: list[str], manifest: dict) -> None:
-    """Model, labels, then the documents and manifest (:func:`write_docs`)."""
+    """Model, labels, the Dart test's golden files, then the documents and manifest (:func:`write_docs`)."""
+    from toolkit.export.golden import write_goldens
+
     (folder / MODEL).write_bytes(model)
     (folder / LABELS).write_text("\n".join(labels) + "\n")
+    write_goldens(folder, model, manifest)
     write_docs(folder, manifest)
 
 
@@ -180,6 +183,7 @@ def write_docs(folder: Path, manifest: dict, report: dict | None = None) -> None
     }
     (folder / README).write_text(_render("README.md", values))
     (folder / DART).write_text(_render(DART, values))
+    (folder / DART_TEST).write_text(_render(DART_TEST, values))
     files = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir()) if p.is_file()}
     files.pop(MANIFEST, None)
     write_json(folder / MANIFEST, {**manifest, "files": files})
