@@ -357,3 +357,17 @@ def test_drift_tells_a_changed_or_unrelated_run_from_quantization(demo_bundle, d
     (moved / "manifest.json").write_text(json.dumps(manifest))
     changed = cli("drift", "--bundle", str(moved), check=False)
     assert changed.returncode == 2 and f"the run {other} changed since {moved} was exported" in changed.stderr
+
+
+def test_drift_holds_the_apps_own_steps_to_the_gate(demo_bundle, tmp_path, cli, monkeypatch):
+    """The bundle is also run through ``app_steps`` (the app's decode and resize.js transliterated); an app whose
+    preprocessing drifts fails the gate by name, even when the toolkit's own path passes."""
+    import app_steps
+
+    cli("drift", "--bundle", str(demo_bundle), "--out", str(tmp_path / "ok"), *DEMO_GATE)
+    report = json.loads((tmp_path / "ok" / "drift.json").read_text())
+    assert report["app_paths"]["python"]["top1_agreement"] == report["total"]["top1_agreement"]  # the same bytes
+    assert "through the app's steps, python" in (tmp_path / "ok" / "drift.md").read_text()
+    monkeypatch.setattr(app_steps, "app_resize", lambda rgb, size, mode: np.zeros((size, size, 3), np.uint8))
+    broken = cli("drift", "--bundle", str(demo_bundle), "--out", str(tmp_path / "broken"), *DEMO_GATE, check=False)
+    assert broken.returncode == 1 and "the app's steps (python): top-1 agreement" in broken.stdout

@@ -42,6 +42,7 @@ class DriftReport(TypedDict, total=False):
     device_drift: dict  # reference -> float here
     quantization_drift: dict  # float here -> exported
     changed_by_class: list[dict]
+    app_paths: dict  # name -> reference -> exported through that app-side implementation
     layers: list[dict]  # export --selective: the layers int8 hurt most
     attempts: list[dict]  # export: one record per conversion tried
 
@@ -94,6 +95,26 @@ def read_predictions(path: Path, bundle: Bundle) -> pd.DataFrame:
     for image_id, probs in rows.items():
         _check_probabilities(path, image_id, probs, len(bundle.labels))
     return pd.DataFrame.from_dict(rows, orient="index", columns=bundle.labels)
+
+
+def _inputs(bundle: Bundle, run: Run, paths: list[str], split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The images as the bundle takes them, and as the run's float model takes them (the same, unless the
+    bundle was exported at another size or resize mode)."""
+    images = bundle.load(paths, desc=f"loading {split} images")
+    if (run.input_size, run.resize_mode) == (bundle.input_size, bundle.resize_mode):
+        return images, images
+    from toolkit.data.images import load_images
+
+    return images, load_images(paths, run.input_size, run.resize_mode).images
+
+
+def app_path(bundle: Bundle, paths: list[str], labels: np.ndarray, reference_probs: np.ndarray) -> dict:
+    """The reference against the bundle run through the app's own steps (``app_steps``: decode, the contract's
+    resize as ``resize.js`` writes it, the manifest's arithmetic), not through the toolkit's."""
+    from app_steps import app_classify
+
+    probs, _, _ = app_classify(bundle.path, [Path(path) for path in paths])
+    return compare(labels, reference_probs, probs)
 
 
 def _device_predictions(path: Path, bundle: Bundle, ids: np.ndarray, split: str) -> np.ndarray:
@@ -193,13 +214,7 @@ def measure_drift(
     ids, labels, reference_probs = (reference[f"{split}_{k}"] for k in ("ids", "labels", "probs"))
     device = None if predictions is None else _device_predictions(predictions, bundle, ids, split)  # checked first
     paths = run.table.set_index("image_id").loc[ids, "path"].tolist()
-    images = bundle.load(paths, desc=f"loading {split} images")
-    if (run.input_size, run.resize_mode) == (bundle.input_size, bundle.resize_mode):
-        float_inputs = images
-    else:
-        from toolkit.data.images import load_images
-
-        float_inputs = load_images(paths, run.input_size, run.resize_mode).images
+    images, float_inputs = _inputs(bundle, run, paths, split)
     float_probs = predict(run.load_model() if model is None else model, float_inputs, "float model here")
     if predictions is None:
         model_file = portable_path(bundle.path / "model.tflite", bundle.path)
@@ -208,7 +223,12 @@ def measure_drift(
         exported, source = device, str(predictions)
     total = compare(labels, reference_probs, exported)
     referral = referral_report(operating_points(bundle, run), labels, reference_probs, exported)
-    failures = gate_failures(total, gate, referral)
+    app_paths = {} if predictions is not None else {"python": app_path(bundle, paths, labels, reference_probs)}
+    failures = gate_failures(total, gate, referral) + [
+        f"the app's steps ({name}): top-1 agreement {path['top1_agreement']:.2%} < {gate.min_agreement:.0%}"
+        for name, path in app_paths.items()
+        if path["top1_agreement"] < gate.min_agreement
+    ]
     return {
         "bundle": portable_path(bundle.path, bundle.path),  # the report may be committed with the bundle
         "run": portable_path(run.path, bundle.path),
@@ -225,5 +245,6 @@ def measure_drift(
         "referral": referral,
         "device_drift": compare(labels, reference_probs, float_probs),
         "quantization_drift": compare(labels, float_probs, exported),
+        "app_paths": app_paths,
         "changed_by_class": changed_by_class(total["changed"], labels, reference_probs, exported),
     }

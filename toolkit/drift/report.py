@@ -24,6 +24,9 @@ def summary(report: DriftReport) -> dict:
         "mean_abs_prob_diff": round(total["mean_abs_prob_diff"], 4),
         "referral_flips": {point["name"]: point["flips"] for point in report.get("referral", [])},
         "reference": report["reference"],
+        "app_path_top1_agreement": {
+            name: round(p["top1_agreement"], 4) for name, p in report.get("app_paths", {}).items()
+        },
     }
 
 
@@ -44,12 +47,14 @@ def markdown(report: DriftReport) -> str:
         "| | top-1 agreement | mean abs prob diff | max abs prob diff | mean KL | balanced accuracy drop (points) |",
         "|---|---|---|---|---|---|",
     ]
-    for key, title in (
-        ("device_drift", "reference -> float here (backend/device)"),
-        ("quantization_drift", "float here -> exported (quantization)"),
-        ("total", "reference -> exported (gated)"),
-    ):
-        part = report[key]
+    rows = [
+        (report["device_drift"], "reference -> float here (backend/device)"),
+        (report["quantization_drift"], "float here -> exported (quantization)"),
+        (report["total"], "reference -> exported (gated)"),
+        *[(part, f"reference -> exported through the app's steps, {name} (gated)")
+          for name, part in report.get("app_paths", {}).items()],
+    ]  # fmt: skip
+    for part, title in rows:
         lines.append(
             f"| {title} | {part['top1_agreement']:.2%} | {part['mean_abs_prob_diff']:.4f} | "
             f"{part['max_abs_prob_diff']:.4f} | {part['mean_kl_divergence']:.4f} | "

@@ -34,7 +34,8 @@ void main() {
 
     test('$file gets the toolkit\'s answer', () {
       final interpreter = Interpreter.fromFile(File(modelPath!));
-      final full = jsonDecode(File('${File(modelPath).parent.path}/manifest.json').readAsStringSync());
+      final full = jsonDecode(File('${File(modelPath).parent.path}/manifest.json').readAsStringSync())
+          as Map<String, dynamic>;
       interpreter.getInputTensor(0).setTo(LesionClassifier.prepare(File('test/golden/$file').readAsBytesSync(), full));
       interpreter.invoke();
       final raw = interpreter.getOutputTensor(0).data;
