@@ -17,7 +17,7 @@ def test_help_lists_subcommands():
     result = subprocess.run([sys.executable, "-m", "toolkit", "--help"], capture_output=True, text=True)
     listed = re.findall(r"^    ([a-z]+) ", result.stdout, flags=re.MULTILINE)
     assert result.returncode == 0
-    assert listed == ["data", "train", "decide", "pack", "evaluate", "export", "drift", "bench", "predict"]
+    assert listed == ["data", "train", "decide", "pack", "evaluate", "export", "drift", "bench", "predict", "preview"]
 
 
 def test_metadata_writers_import_here():

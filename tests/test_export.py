@@ -281,7 +281,7 @@ def test_bad_input_gets_one_line_and_leaves_nothing(small_run, int8_bundle, tmp_
     out = tmp_path / "assets"
     cases = [
         (["--run", str(no_model)], "no model.keras in"),
-        (["--run", str(corrupt)], f"cannot load {corrupt / 'model.keras'}"),
+        (["--run", str(corrupt)], f"{corrupt / 'model.keras'} is not a .keras archive"),
         (["--run", str(no_df)], "has no df images"),
         (["--run", str(small_run), "--labels", str(six_labels)], "has 6 labels but the model has 7 outputs"),
         (["--run", str(small_run), "--quantizer", "litert", "--io", "uint8"], "pass --io int8"),
@@ -306,7 +306,7 @@ def test_predict_refuses_a_bundle_whose_labels_disagree(int8_bundle, tmp_path, c
     (broken / "labels.txt").write_text("a\nb\n")
     _one_line_error(
         cli("predict", "--bundle", str(broken), str(REAL_IMAGES[0]), check=False),
-        "has 2 labels but the model has 7 outputs",
+        "labels.txt has changed since export (its sha256 differs from manifest.json files.labels.txt)",
     )
     _one_line_error(
         cli("predict", "--bundle", str(tmp_path / "nope"), str(REAL_IMAGES[0]), check=False),
