@@ -94,12 +94,12 @@ class Run:
         with np.load(path) as npz:
             reference = {key: npz[key] for key in npz.files}
         for split in ("val", "test"):
-            if f"{split}_ids_sha256" in reference:
-                rows = self.table[self.table["split"] == split]
+            if f"{split}_ids_sha256" in reference:  # packed: its probabilities are in image-id order
+                rows = self.rows(split)
                 if split_digest(rows["image_id"]) != str(reference.pop(f"{split}_ids_sha256")):
                     raise ToolkitError(f"the {split} split of {self.path} does not match its reference.npz")
                 reference[f"{split}_ids"] = rows["image_id"].to_numpy(str)
-                reference[f"{split}_labels"] = rows["label"].map(CLASSES.index).to_numpy()
+                reference[f"{split}_labels"] = rows["label_index"].to_numpy()
         return reference
 
     def load_model(self, compile: bool = True):
@@ -201,7 +201,10 @@ def _pack_split(run: Run, staging: Path) -> None:
     digest = {"sha256": split_digest(ordered["image_id"], ordered["split"]), "images": len(ordered)}
     write_json(RunLayout(staging).split_digest, digest)
     reference = run.reference()
-    for split in ("val", "test"):
-        reference[f"{split}_ids_sha256"] = split_digest(reference.pop(f"{split}_ids"))
+    for split in ("val", "test"):  # in image-id order, which the rebuilt split gives whatever the run's row order
+        ids = reference.pop(f"{split}_ids")
+        order = np.argsort(ids, kind="stable")
+        reference[f"{split}_probs"] = reference[f"{split}_probs"][order]
+        reference[f"{split}_ids_sha256"] = split_digest(ids[order])
         reference.pop(f"{split}_labels")
     np.savez(RunLayout(staging).reference, **reference)
