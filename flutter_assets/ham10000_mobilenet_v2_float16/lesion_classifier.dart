@@ -3,14 +3,19 @@
 //
 // The steps are those of the toolkit's contract test, one for one:
 //   1. read manifest.json and labels.txt;
-//   2. resize the photo as the manifest says (squash or pad, area when shrinking, bilinear when enlarging), RGB;
+//   2. decode upright as 8-bit RGB and resize as the manifest says (squash or pad) with the contract's resize:
+//      resize.js of the toolkit, line for line, so the bytes match the toolkit's (check with flutter test);
 //   3. feed bytes of the input dtype (uint8: raw bytes; int8: bytes - 128; float32: values 0-255);
 //   4. dequantise the output with the manifest's scale and zero point;
 //   5. referral: sum the operating point's classes and compare with its threshold (manifest.json `referral`).
 //
-// pubspec.yaml: tflite_flutter ^0.11.0, image ^4.2.0, and the bundle folder under flutter: assets:.
+// Put this file in your app's lib/ and the bundle's files in assets/ham10000_mobilenet_v2_float16/.
+// pubspec.yaml: tflite_flutter ^0.12.0 (0.12.x: 16 KB page alignment, as Google Play requires), image ^4.2.0,
+// and the bundle folder under flutter: assets:. Load once (LesionClassifier.load), close when done (close()).
 
 import 'dart:convert';
+import 'dart:isolate';
+import 'dart:math' as math;
 import 'dart:typed_data';
 
 import 'package:flutter/services.dart' show rootBundle;
@@ -46,9 +51,10 @@ class ReferralDecision {
 }
 
 class LesionClassifier {
-  LesionClassifier._(this._interpreter, this._manifest, this.labels, this.displayNames);
+  LesionClassifier._(this._interpreter, this._isolate, this._manifest, this.labels, this.displayNames);
 
   final Interpreter _interpreter;
+  final IsolateInterpreter _isolate; // runs the model off the UI isolate
   final Map<String, dynamic> _manifest;
   final List<String> labels;
   final List<String> displayNames;
@@ -68,36 +74,121 @@ class LesionClassifier {
       interpreter.close();
       throw StateError('labels.txt has ${labels.length} labels but the model has $outputs outputs');
     }
+    final isolate = await IsolateInterpreter.create(address: interpreter.address);
     return LesionClassifier._(
-        interpreter, manifest, labels, [for (final c in classes) c['display_name'] as String]);
+        interpreter, isolate, manifest, labels, [for (final c in classes) c['display_name'] as String]);
   }
 
   int get inputSize => (_manifest['input']['shape'] as List)[1] as int;
 
-  /// Step 2: the photo at the model's input size, as the manifest's resize mode says.
-  img.Image resize(img.Image photo) {
-    final size = inputSize;
-    final mode = _manifest['preprocessing']['resize_mode'] as String;
-    img.Image scaled(int width, int height) {
-      final shrinking = width * height < photo.width * photo.height;
-      return img.copyResize(photo,
-          width: width,
-          height: height,
-          interpolation: shrinking ? img.Interpolation.average : img.Interpolation.linear);
-    }
+  /// Step 2: the photo's RGB bytes at the model's input size, as the manifest's resize mode says.
+  Uint8List resize(img.Image photo) => resizeFor(photo, _manifest);
 
-    if (mode == 'squash') return scaled(size, size);
-    final scale = size / (photo.width > photo.height ? photo.width : photo.height);
-    final width = (photo.width * scale).round(), height = (photo.height * scale).round();
-    final canvas = img.Image(width: size, height: size, numChannels: 3); // black
-    return img.compositeImage(canvas, scaled(width, height),
-        dstX: (size - width) ~/ 2, dstY: (size - height) ~/ 2);
+  /// Step 3: the resized RGB bytes as the bytes of the model's input tensor.
+  Uint8List inputBytes(Uint8List resized) => inputBytesFor(resized, _manifest);
+
+  /// Steps 1-3 for encoded bytes, with no state: what [probabilitiesOfBytes] runs in a background isolate.
+  static Uint8List prepare(Uint8List encoded, Map<String, dynamic> manifest) {
+    final photo = img.decodeImage(encoded); // applies the EXIF orientation, as the manifest's `decode` says
+    if (photo == null) throw ArgumentError('not an image the image package can decode');
+    return inputBytesFor(resizeFor(photo, manifest), manifest);
   }
 
-  /// Step 3: the resized RGB pixels as the bytes of the model's input tensor.
-  Uint8List inputBytes(img.Image resized) {
-    final rgb = resized.convert(numChannels: 3).getBytes(order: img.ChannelOrder.rgb);
-    final input = _manifest['input'] as Map<String, dynamic>;
+  /// The manifest's decode rule: 8-bit RGB as browsers decode, gray repeated, 16-bit to its high byte,
+  /// palettes expanded, an opaque alpha dropped; transparency refused.
+  static Uint8List rgbBytes(img.Image photo) {
+    final shift = photo.bitsPerChannel == 16 && !photo.hasPalette ? 8 : 0;
+    final gray = photo.numChannels < 3 && !photo.hasPalette;
+    final rgb = Uint8List(photo.width * photo.height * 3);
+    var i = 0;
+    for (final p in photo) {
+      if (photo.hasAlpha && p.a < p.maxChannelValue) {
+        throw ArgumentError('an image with transparency: the manifest takes opaque photos only');
+      }
+      final r = p.r.toInt() >> shift;
+      rgb[i++] = r;
+      rgb[i++] = gray ? r : p.g.toInt() >> shift;
+      rgb[i++] = gray ? r : p.b.toInt() >> shift;
+    }
+    return rgb;
+  }
+
+  static Uint8List resizeFor(img.Image photo, Map<String, dynamic> manifest) {
+    final size = (manifest['input']['shape'] as List)[1] as int;
+    final mode = manifest['preprocessing']['resize_mode'] as String;
+    return resizeContract(rgbBytes(photo), photo.width, photo.height, 3, size, mode);
+  }
+
+  // The contract's resize, resize.js line for line: per axis, area averaging with fractional edge weights when
+  // it shrinks, linear with half-pixel centres and clamped edges when it grows; taps summed in doubles in
+  // source order, columns first, then rows, rounded half up once.
+  static List<List<List<num>>> taps(int source, int target) {
+    final scale = source / target;
+    final rows = <List<List<num>>>[];
+    for (var j = 0; j < target; j++) {
+      final row = <List<num>>[];
+      if (target < source) {
+        final start = j * scale, end = (j + 1) * scale;
+        final first = start.floor(), stop = math.min(end.ceil(), source);
+        for (var i = first; i < stop; i++) {
+          row.add([i, (math.min(i + 1, end) - math.max(i, start)) / scale]);
+        }
+      } else {
+        final centre = math.min(math.max((j + 0.5) * scale - 0.5, 0.0), source - 1.0);
+        final left = centre.floor();
+        final fraction = centre - left;
+        row..add([left, 1.0 - fraction])..add([math.min(left + 1, source - 1), fraction]);
+      }
+      rows.add(row);
+    }
+    return rows;
+  }
+
+  static Float64List _resample(Float64List values, int outer, int length, int inner, int target) {
+    final rows = taps(length, target);
+    final out = Float64List(outer * target * inner);
+    for (var o = 0; o < outer; o++) {
+      for (var j = 0; j < target; j++) {
+        for (var k = 0; k < inner; k++) {
+          var total = 0.0;
+          for (final tap in rows[j]) {
+            total += tap[1].toDouble() * values[(o * length + tap[0].toInt()) * inner + k];
+          }
+          out[(o * target + j) * inner + k] = total;
+        }
+      }
+    }
+    return out;
+  }
+
+  static Uint8List resizeExact(Uint8List rgb, int width, int height, int channels, int newWidth, int newHeight) {
+    final values = Float64List.fromList([for (final v in rgb) v.toDouble()]);
+    final columns = _resample(values, height, width, channels, newWidth);
+    final rows = _resample(columns, 1, height, newWidth * channels, newHeight);
+    return Uint8List.fromList([for (final v in rows) math.min(math.max((v + 0.5).floor(), 0), 255)]);
+  }
+
+  static List<int> paddedSize(int width, int height, int size) {
+    final scale = size / math.max(width, height);
+    return [(width * scale + 0.5).floor(), (height * scale + 0.5).floor()];
+  }
+
+  static Uint8List resizeContract(Uint8List rgb, int width, int height, int channels, int size, String mode) {
+    if (mode == 'squash') return resizeExact(rgb, width, height, channels, size, size);
+    final padded = paddedSize(width, height, size);
+    final newWidth = padded[0], newHeight = padded[1];
+    final resized = resizeExact(rgb, width, height, channels, newWidth, newHeight);
+    final canvas = Uint8List(size * size * channels); // black
+    final top = (size - newHeight) ~/ 2, left = (size - newWidth) ~/ 2;
+    for (var y = 0; y < newHeight; y++) {
+      canvas.setRange(((top + y) * size + left) * channels, ((top + y) * size + left + newWidth) * channels,
+          resized, y * newWidth * channels);
+    }
+    return canvas;
+  }
+
+  static Uint8List inputBytesFor(Uint8List rgb, Map<String, dynamic> manifest) {
+    final input = manifest['input'] as Map<String, dynamic>;
     final scale = (input['scale'] as num).toDouble();
     final zeroPoint = input['zero_point'] as int;
     switch (input['dtype'] as String) {
@@ -136,7 +227,16 @@ class LesionClassifier {
     }
   }
 
-  /// Steps 2-4: the class probabilities of a photo, in label order.
+  /// Steps 1-4 off the UI isolate: decode and resize in a background isolate, run in the interpreter's own.
+  Future<List<double>> probabilitiesOfBytes(Uint8List encoded) async {
+    final manifest = _manifest;
+    final input = await Isolate.run(() => prepare(encoded, manifest));
+    final output = Uint8List(_interpreter.getOutputTensor(0).numBytes());
+    await _isolate.run(input, output.buffer);
+    return probabilities(output);
+  }
+
+  /// Steps 2-4 on the calling isolate: for tests and background work, not for a UI callback.
   List<double> probabilitiesOf(img.Image photo) {
     _interpreter.getInputTensor(0).setTo(inputBytes(resize(photo)));
     _interpreter.invoke();
@@ -173,19 +273,17 @@ class LesionClassifier {
   }
 
   /// All classes, most probable first.
-  List<LesionPrediction> classify(img.Image photo) {
-    final probs = probabilitiesOf(photo);
-    final ranked = [for (var i = 0; i < labels.length; i++) LesionPrediction(labels[i], displayNames[i], probs[i])]
-      ..sort((a, b) => b.probability.compareTo(a.probability));
-    return ranked;
-  }
+  List<LesionPrediction> ranked(List<double> probs) =>
+      [for (var i = 0; i < labels.length; i++) LesionPrediction(labels[i], displayNames[i], probs[i])]
+        ..sort((a, b) => b.probability.compareTo(a.probability));
 
-  /// Decodes an encoded photo (JPEG, PNG, ...) and classifies it.
-  List<LesionPrediction> classifyBytes(Uint8List encoded) {
-    final photo = img.decodeImage(encoded);
-    if (photo == null) throw ArgumentError('not an image the image package can decode');
-    return classify(photo);
-  }
+  List<LesionPrediction> classify(img.Image photo) => ranked(probabilitiesOf(photo));
 
-  void close() => _interpreter.close();
+  /// Decodes an encoded photo (JPEG, PNG, ...) and classifies it, off the UI isolate.
+  Future<List<LesionPrediction>> classifyBytes(Uint8List encoded) async => ranked(await probabilitiesOfBytes(encoded));
+
+  Future<void> close() async {
+    await _isolate.close();
+    _interpreter.close();
+  }
 }
