@@ -276,6 +276,8 @@ def test_bad_input_gets_one_line_and_leaves_nothing(small_run, int8_bundle, tmp_
     manifest[~((manifest["split"] == "train") & (manifest["label"] == "df"))].to_csv(no_df / "splits.csv", index=False)
     six_labels = tmp_path / "six.txt"
     six_labels.write_text("\n".join(CLASSES[:6]) + "\n")
+    moved = tmp_path / "moved.txt"  # nv named on akiec's output, and akiec on nv's
+    moved.write_text("\n".join(["nv", *CLASSES[1:5], "akiec", CLASSES[6]]) + "\n")
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     out = tmp_path / "assets"
@@ -284,6 +286,7 @@ def test_bad_input_gets_one_line_and_leaves_nothing(small_run, int8_bundle, tmp_
         (["--run", str(corrupt)], f"{corrupt / 'model.keras'} is not a .keras archive"),
         (["--run", str(no_df)], "has no df images"),
         (["--run", str(small_run), "--labels", str(six_labels)], "has 6 labels but the model has 7 outputs"),
+        (["--run", str(small_run), "--labels", str(moved)], "puts 'nv' on output 0, which is akiec"),
         (["--run", str(small_run), "--quantizer", "litert", "--io", "uint8"], "pass --io int8"),
         (["--run", str(tmp_path / "missing")], "run folder not found"),
     ]
@@ -298,7 +301,7 @@ def test_bad_input_gets_one_line_and_leaves_nothing(small_run, int8_bundle, tmp_
     empty.mkdir()
     no_run = cli("export", "--quantize", check=False, cwd=str(empty))
     _one_line_error(no_run, "make demo")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty", "runs", "six.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty", "moved.txt", "runs", "six.txt"]
 
 
 def test_predict_refuses_a_bundle_whose_labels_disagree(int8_bundle, tmp_path, cli):
