@@ -114,7 +114,7 @@ SEEDS = range(5)
 
 
 def files_under(folder: Path) -> set[Path]:
-    return {path for path in folder.rglob("*")}
+    return set(folder.rglob("*"))
 
 
 @pytest.mark.parametrize("seed", SEEDS)

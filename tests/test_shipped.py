@@ -73,3 +73,15 @@ def test_nothing_committed_carries_the_datasets_image_ids():
     committed = [REPO / "flutter_assets", REPO / "models", REPO / "benchmarks" / "results"]
     texts = [p for folder in committed for p in folder.rglob("*") if p.suffix in {".json", ".md", ".csv", ".txt"}]
     assert len(texts) > 10 and not [p for p in texts if ids.search(p.read_text())]
+
+
+def test_the_golden_images_are_synthetic():
+    """The Dart test's images are the toolkit's own gradients and noise, regenerated here: no dataset pixels."""
+    import cv2
+
+    from toolkit.export.golden import SHAPES, golden_image
+
+    for seed, (name, shape) in enumerate(SHAPES.items()):
+        committed = cv2.imread(str(SHIPPED / "golden" / name), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(committed.reshape(shape)[..., ::-1] if shape[2] == 3 else committed.reshape(shape),
+                              golden_image(*shape, seed)), name  # fmt: skip

@@ -17,8 +17,8 @@ from toolkit.base.runtime import dequantize_output, interpreter, quantize_input
 from toolkit.data.images import decode_image, resize_image
 
 GOLDEN = "golden"
-SHAPES = {  # file: (height, width, channels): the HAM10000 shape, a downscale, odd sizes, gray
-    "photo_200x150.png": (150, 200, 3),
+SHAPES = {  # file: (height, width, channels): 4:3 shrinking across and growing down, a downscale, odd sizes, gray
+    "photo_220x165.png": (165, 220, 3),
     "large_640x480.png": (480, 640, 3),
     "odd_7x5.png": (5, 7, 3),
     "gray_40x30.png": (30, 40, 1),
