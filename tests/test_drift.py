@@ -371,3 +371,38 @@ def test_drift_holds_the_apps_own_steps_to_the_gate(demo_bundle, tmp_path, cli, 
     monkeypatch.setattr(app_steps, "app_resize", lambda rgb, size, mode: np.zeros((size, size, 3), np.uint8))
     broken = cli("drift", "--bundle", str(demo_bundle), "--out", str(tmp_path / "broken"), *DEMO_GATE, check=False)
     assert broken.returncode == 1 and "the app's steps (python): top-1 agreement" in broken.stdout
+
+
+def test_drift_says_which_app_paths_did_not_run(demo_bundle, tmp_path, cli, monkeypatch):
+    """Without Chromium the browser path is not run, and the report and drift.md say so and why."""
+    from toolkit.preview import browser
+
+    monkeypatch.setattr(browser, "chromium", lambda: None)
+    cli("drift", "--bundle", str(demo_bundle), "--out", str(tmp_path), *DEMO_GATE)
+    report = json.loads((tmp_path / "drift.json").read_text())
+    assert set(report["app_paths"]) == {"python"}
+    assert report["app_paths_skipped"]["browser"].startswith("chromium not installed")
+    assert "the app's steps, browser: not run here (chromium not installed" in (tmp_path / "drift.md").read_text()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="skipped: chromium not installed")
+def test_drift_holds_the_browser_page_to_the_gate(demo_bundle, tmp_path, cli, monkeypatch):
+    """With Chromium, the preview page (the browser's decoder, resize.js, LiteRT.js) answers the whole split and is
+    gated by name: it agrees with the toolkit's path image for image, and a page that answers wrongly fails."""
+    from toolkit.preview import browser
+
+    cli("drift", "--bundle", str(demo_bundle), "--out", str(tmp_path / "ok"), *DEMO_GATE)
+    report = json.loads((tmp_path / "ok" / "drift.json").read_text())
+    assert report["app_paths_skipped"] == {}
+    assert report["app_paths"]["browser"]["changed"] == report["total"]["changed"]
+    assert report["app_paths"]["browser"]["top1_agreement"] == report["total"]["top1_agreement"]
+    assert "through the app's steps, browser" in (tmp_path / "ok" / "drift.md").read_text()
+    rolled = browser.CLASSIFY.replace(
+        "answers.push(result.probabilities)",
+        "answers.push([...result.probabilities.slice(1), result.probabilities[0]])",
+    )
+    assert rolled != browser.CLASSIFY
+    monkeypatch.setattr(browser, "CLASSIFY", rolled)  # every answer shifted by one class
+    broken = cli("drift", "--bundle", str(demo_bundle), "--out", str(tmp_path / "broken"), *DEMO_GATE, check=False)
+    assert broken.returncode == 1 and "the app's steps (browser): top-1 agreement" in broken.stdout
+    assert "the app's steps (python)" not in broken.stdout

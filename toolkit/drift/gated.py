@@ -61,9 +61,11 @@ def _measure(
         "latency_ms_2_threads": round(latency_ms(staging), 2),
     }
     verdict = "passed" if record["passed"] else "FAILED: " + "; ".join(report["gate"]["failures"])
+    apps = [f"{name} {part['top1_agreement']:.2%}" for name, part in report["app_paths"].items()]
+    apps += [f"{name} not run ({why})" for name, why in report["app_paths_skipped"].items()]
     print(
-        f"drift gate ({attempt.label}): top-1 agreement {total['top1_agreement']:.2%}, balanced accuracy drop "
-        f"{record['balanced_accuracy_drop_points']:.2f} points: {verdict}"
+        f"drift gate ({attempt.label}): top-1 agreement {total['top1_agreement']:.2%} (through the app's steps: "
+        f"{', '.join(apps)}), balanced accuracy drop {record['balanced_accuracy_drop_points']:.2f} points: {verdict}"
     )
     return report, record
 

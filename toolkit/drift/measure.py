@@ -42,7 +42,8 @@ class DriftReport(TypedDict, total=False):
     device_drift: dict  # reference -> float here
     quantization_drift: dict  # float here -> exported
     changed_by_class: list[dict]
-    app_paths: dict  # name -> reference -> exported through that app-side implementation
+    app_paths: dict  # name -> reference -> exported through that app-side implementation (gated)
+    app_paths_skipped: dict  # name -> why that implementation could not run here
     layers: list[dict]  # export --selective: the layers int8 hurt most
     attempts: list[dict]  # export: one record per conversion tried
 
@@ -108,13 +109,24 @@ def _inputs(bundle: Bundle, run: Run, paths: list[str], split: str) -> tuple[np.
     return images, load_images(paths, run.input_size, run.resize_mode).images
 
 
-def app_path(bundle: Bundle, paths: list[str], labels: np.ndarray, reference_probs: np.ndarray) -> dict:
-    """The reference against the bundle run through the app's own steps (``app_steps``: decode, the contract's
-    resize as ``resize.js`` writes it, the manifest's arithmetic), not through the toolkit's."""
-    from app_steps import app_classify
+def app_paths(bundle: Bundle, paths: list[str], labels: np.ndarray, reference_probs: np.ndarray) -> tuple[dict, dict]:
+    """The reference against the bundle run through each app-side implementation that can run here, not through
+    the toolkit's steps; and why each other one could not run.
 
-    probs, _, _ = app_classify(bundle.path, [Path(path) for path in paths])
-    return compare(labels, reference_probs, probs)
+    ``python``: ``app_steps`` (decode, the contract's resize as ``resize.js`` writes it, the manifest's
+    arithmetic). ``browser``: the preview page in headless Chromium (the browser's decoder, ``resize.js``, LiteRT.js).
+    """
+    from app_steps import app_classify
+    from toolkit.preview.browser import browser_classify, unavailable
+
+    python, _, _ = app_classify(bundle.path, [Path(path) for path in paths])
+    measured, skipped = {"python": compare(labels, reference_probs, python)}, {}
+    reason = unavailable()
+    if reason:
+        skipped["browser"] = reason
+    else:
+        measured["browser"] = compare(labels, reference_probs, browser_classify(bundle.path, paths))
+    return measured, skipped
 
 
 def _device_predictions(path: Path, bundle: Bundle, ids: np.ndarray, split: str) -> np.ndarray:
@@ -223,10 +235,10 @@ def measure_drift(
         exported, source = device, str(predictions)
     total = compare(labels, reference_probs, exported)
     referral = referral_report(operating_points(bundle, run), labels, reference_probs, exported)
-    app_paths = {} if predictions is not None else {"python": app_path(bundle, paths, labels, reference_probs)}
+    measured, skipped = ({}, {}) if predictions is not None else app_paths(bundle, paths, labels, reference_probs)
     failures = gate_failures(total, gate, referral) + [
         f"the app's steps ({name}): top-1 agreement {path['top1_agreement']:.2%} < {gate.min_agreement:.0%}"
-        for name, path in app_paths.items()
+        for name, path in measured.items()
         if path["top1_agreement"] < gate.min_agreement
     ]
     return {
@@ -245,6 +257,7 @@ def measure_drift(
         "referral": referral,
         "device_drift": compare(labels, reference_probs, float_probs),
         "quantization_drift": compare(labels, float_probs, exported),
-        "app_paths": app_paths,
+        "app_paths": measured,
+        "app_paths_skipped": skipped,
         "changed_by_class": changed_by_class(total["changed"], labels, reference_probs, exported),
     }

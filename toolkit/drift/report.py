@@ -27,6 +27,7 @@ def summary(report: DriftReport) -> dict:
         "app_path_top1_agreement": {
             name: round(p["top1_agreement"], 4) for name, p in report.get("app_paths", {}).items()
         },
+        "app_paths_skipped": report.get("app_paths_skipped", {}),
     }
 
 
@@ -60,6 +61,10 @@ def markdown(report: DriftReport) -> str:
             f"{part['max_abs_prob_diff']:.4f} | {part['mean_kl_divergence']:.4f} | "
             f"{part['drop_points']['balanced_accuracy']:.2f} |"
         )
+    lines += [
+        f"| the app's steps, {name}: not run here ({why}) | | | | | |"
+        for name, why in report.get("app_paths_skipped", {}).items()
+    ]
     lines += ["", "| metric | reference | exported | drop (points) |", "|---|---|---|---|"]
     for key in ("accuracy", "balanced_accuracy", "macro_f1"):
         lines.append(
