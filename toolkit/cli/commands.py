@@ -93,12 +93,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(**options)
     load_tensorflow(args)
     from toolkit.data.demo import ensure_demo_set
+    from toolkit.train.distribute import Cluster
     from toolkit.train.trainer import train
 
-    out = train(
-        config, args.out, resume=args.resume, force=args.force, demo_root=ensure_demo_set() if args.demo else None
-    )
-    print(f"wrote run folder {out}")
+    cluster = Cluster.from_env(**vars(args))  # the flags, else Keras's environment variables
+    demo_root = ensure_demo_set() if args.demo else None
+    out = train(config, args.out, resume=args.resume, force=args.force, demo_root=demo_root, cluster=cluster)
+    print(f"wrote run folder {out}" if cluster.chief else f"process {cluster.process_id}: done; process 0 writes {out}")
     return 0
 
 

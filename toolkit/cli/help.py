@@ -23,6 +23,7 @@ TRAIN_HELP = {
     "patience": "early-stopping patience in epochs",
     "average_last": "also try the mean weights of the last N fine-tune epochs; kept if val balanced accuracy is higher",
     "limit": "at most N images per split, stratified; 0: all",
+    "devices": "all, or N local devices to train on data-parallel (JAX only); --batch-size is the global batch",
     "val": "share of lesions for validation",
     "test": "share of lesions for test",
 }

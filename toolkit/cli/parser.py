@@ -106,6 +106,11 @@ def _add_train(commands, common) -> None:
     train.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/NAME")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     train.add_argument("--force", action="store_true", help="replace an existing run folder")
+    hosts = train.add_argument_group("several hosts (JAX; default: Keras's KERAS_DISTRIBUTION_* variables)")
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, the same for every process")
+    hosts.add_argument("--num-processes", type=int, metavar="N", help="how many processes train together")
+    hosts.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 to N-1; 0 writes the run")
+    hosts.add_argument("--coordinator-timeout", type=float, metavar="S", help="seconds to reach it; default 30")
 
 
 def _add_run_tools(commands, common) -> None:

@@ -79,10 +79,6 @@ def augment_image(image: np.ndarray, config: AugmentConfig, rng: np.random.Gener
     return cv2.LUT(warped, table)
 
 
-def augment_batch(images: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    return np.stack([augment_image(image, config, rng) for image in images])
-
-
 def check_mixup(alpha: float) -> None:
     if alpha < 0:
         raise ToolkitError(f"mixup must be 0 (off) or a positive Beta parameter such as 0.2, not {alpha}")

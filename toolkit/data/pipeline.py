@@ -16,7 +16,7 @@ import numpy as np
 
 from toolkit.base.classes import CLASSES
 from toolkit.base.errors import ToolkitError
-from toolkit.data.augment import AugmentConfig, augment_batch, check_mixup, mix_batch
+from toolkit.data.augment import AugmentConfig, augment_image, check_mixup, mix_batch
 from toolkit.data.balance import IMBALANCE_MODES, class_weights
 
 
@@ -27,7 +27,12 @@ class ImageBatches(keras.utils.PyDataset):
     (each epoch draws images with probability inversely proportional to their class size) or
     ``none``. ``mixup`` > 0 blends each image and its one-hot target with another image of the same
     batch, by a weight drawn from Beta(mixup, mixup) (Zhang et al. 2018); a regulariser against the
-    fine-tune's overfitting. Random draws depend only on (seed, epoch, batch), so worker threads cannot change them.
+    fine-tune's overfitting. Random draws depend only on (seed, epoch, batch, the image's place in it), so worker
+    threads cannot change them, nor can the number of devices.
+
+    Data-parallel training: ``shard`` (process index, process count) makes each process build only its slice of
+    every global batch, and ``multiple_of`` (the device count) trims a last, short batch to a multiple of it, as
+    a sharded batch must be. Mixup pairs images within the process's slice.
     """
 
     def __init__(
@@ -42,16 +47,21 @@ class ImageBatches(keras.utils.PyDataset):
         seed: int = 0,
         workers: int = 2,
         mixup: float = 0.0,
+        shard: tuple[int, int] = (0, 1),
+        multiple_of: int = 1,
     ):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         if imbalance not in IMBALANCE_MODES:
             raise ToolkitError(f"unknown imbalance mode {imbalance!r}; expected one of {', '.join(IMBALANCE_MODES)}")
-        if len(images) != len(labels) or not len(images):
-            raise ToolkitError(f"need as many labels as images, and at least one: got {len(images)} and {len(labels)}")
+        if len(images) != len(labels) or len(images) < multiple_of:
+            raise ToolkitError(
+                f"need as many labels as images, and at least {multiple_of}: got {len(images)} and {len(labels)}"
+            )
         check_mixup(mixup)
         self.images, self.labels = images, np.asarray(labels, np.int64)
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.imbalance, self.seed, self.epoch, self.mixup = imbalance, seed, 0, mixup
+        self.shard, self.multiple_of = shard, multiple_of
         self.weights = class_weights(self.labels, class_weight_power) if imbalance == "class_weight" else None
         self.order = self._epoch_order()
 
@@ -64,17 +74,28 @@ class ImageBatches(keras.utils.PyDataset):
         return rng.permutation(len(self.labels)) if self.shuffle else np.arange(len(self.labels))
 
     def __len__(self) -> int:
-        return math.ceil(len(self.order) / self.batch_size)
+        usable = len(self.order) - len(self.order) % self.multiple_of
+        return math.ceil(usable / self.batch_size)
 
     def __getitem__(self, index: int):
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        rows = rows[: len(rows) - len(rows) % self.multiple_of]
+        process, processes = self.shard
+        share = len(rows) // processes
+        places = np.arange(process * share, (process + 1) * share)  # this process's slice of the global batch
+        rows = rows[places]
         images = self.images[rows]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.augment is not None:
-            images = augment_batch(images, self.augment, rng)
+            images = np.stack(
+                [
+                    augment_image(image, self.augment, np.random.default_rng([self.seed, self.epoch, index, place]))
+                    for image, place in zip(images, places, strict=True)
+                ]
+            )
         targets = np.eye(len(CLASSES), dtype=np.float32)[self.labels[rows]]
         weights = None if self.weights is None else self.weights[self.labels[rows]]
         if self.mixup:
+            rng = np.random.default_rng([self.seed, self.epoch, index, processes, process])
             images, targets, weights = mix_batch(images, targets, weights, self.mixup, rng)
         return (images, targets) if weights is None else (images, targets, weights)
 

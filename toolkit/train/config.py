@@ -52,6 +52,7 @@ class TrainConfig:
     val: float = VAL_SHARE
     test: float = TEST_SHARE
     seed: int = SPLIT_SEED
+    devices: str = "all"  # all, or N: data-parallel over this many local devices under JAX (batch_size is global)
 
     def __post_init__(self) -> None:
         """Refuse a bad value here, before any data is read or any model is built."""
@@ -73,10 +74,13 @@ class TrainConfig:
         if self.epochs_head + self.epochs_finetune == 0:
             raise ToolkitError("nothing to train: epochs_head and epochs_finetune are both 0; give one at least 1")
         check_mixup(self.mixup)
+        if self.devices != "all" and not (self.devices.isdigit() and int(self.devices) > 0):
+            raise ToolkitError(f"--devices takes all or a positive number, not {self.devices!r}")
         if self.average_last < 0:
             raise ToolkitError(f"average_last must be 0 (off) or a number of epochs, not {self.average_last}")
 
     @classmethod
     def from_json(cls, payload: dict) -> TrainConfig:
+        payload = {k: v for k, v in payload.items() if k != "distribution"}  # recorded beside it: see place()
         augment = payload.get("augment")
         return cls(**{**payload, "augment": AugmentConfig(**augment) if augment else None})

@@ -19,6 +19,7 @@ from toolkit.data.pipeline import ImageBatches
 from toolkit.model.backbones import backbone_spec
 from toolkit.model.classifier import predict, set_phase
 from toolkit.train.config import PHASES, TrainConfig
+from toolkit.train.distribute import LocalCopy, Placement
 
 
 def _optimizer(config: TrainConfig, peak: float, epochs: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -50,22 +51,31 @@ class EpochReport(keras.callbacks.Callback):
         state: dict,
         smoothing: float,
         clock: PhaseClock,
+        placement: Placement,
         keep_snapshots: int = 0,
     ):
         super().__init__()
         self.full_model, self.val_inputs, self.val_labels = full_model, val_inputs, val_labels
         self.run, self.phase, self.state, self.smoothing, self.clock = run, phase, state, smoothing, clock
-        self.keep_snapshots = keep_snapshots
+        self.placement, self.keep_snapshots = placement, keep_snapshots
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.local = LocalCopy(self.model, self.placement)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         from sklearn.metrics import balanced_accuracy_score
 
         logs = logs if logs is not None else {}
-        probs = predict(self.model, self.val_inputs, "validating")
+        probs = self.local.predict(self.val_inputs, "validating")
         target = np.eye(len(CLASSES))[self.val_labels] * (1 - self.smoothing) + self.smoothing / len(CLASSES)
         logs["val_loss"] = float(-(target * np.log(np.clip(probs, 1e-7, 1))).sum(axis=1).mean())
         logs["val_balanced_accuracy"] = float(balanced_accuracy_score(self.val_labels, probs.argmax(axis=1)))
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        if self.placement.chief:  # every process scores val the same way; process 0 alone writes
+            self._record(epoch, logs, learning_rate)
+
+    def _record(self, epoch: int, logs: dict, learning_rate: float) -> None:
+        """The history row, the best model, the snapshot, the state and the epoch's line."""
         row = {"phase": self.phase, "epoch": epoch + 1, "learning_rate": learning_rate, **logs}
         history = RunLayout(self.run).history
         rows = pd.read_csv(history) if history.exists() else pd.DataFrame()
@@ -97,6 +107,22 @@ class EpochReport(keras.callbacks.Callback):
             old.unlink()
 
 
+class ChiefBackup(keras.callbacks.BackupAndRestore):
+    """Every process restores from the backup; process 0 alone writes and removes it."""
+
+    def __init__(self, backup_dir: str, chief: bool):
+        super().__init__(backup_dir)
+        self.chief = chief
+
+    def _save_model(self) -> None:
+        if self.chief:
+            super()._save_model()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.chief:
+            super().on_train_end(logs)
+
+
 class PhaseClock:
     """Seconds spent in a phase, summed over resumed attempts and charged every epoch, so an attempt
     killed mid-phase (a session ending) still counts."""
@@ -118,15 +144,9 @@ def uses_bn_fix(config: TrainConfig) -> bool:
     return config.bn_fix and config.weights != "none"
 
 
-def fit_phase(model, config, phase, run, state, train, val, features_model=None) -> None:
-    """One phase: compile, fit (resuming from its backup), and mark it done in the state."""
-    clock = PhaseClock(state, phase)
-    epochs = config.epochs_head if phase == "head" else config.epochs_finetune
-    boundary = config.boundary or backbone_spec(config.arch).default_boundary
-    set_phase(model, config.arch, phase, boundary, uses_bn_fix(config))
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
-    learning_rate = config.lr_head if phase == "head" else config.lr_finetune
-    (train_images, train_labels), (val_images, val_labels) = train, val
+def _fit_inputs(model, config, phase, train, val_images, placement: Placement, features_model=None):
+    """What ``fit`` trains (the model, or its head on cached features), its val inputs and its ``fit`` data."""
+    train_images, train_labels = train
     if features_model is not None:  # the fast path: the frozen backbone runs once, the head trains on its output
         head = model.get_layer("head")
         fit_model = keras.Sequential([keras.Input(features_model.output.shape[1:]), head])
@@ -152,17 +172,32 @@ def fit_phase(model, config, phase, run, state, train, val, features_model=None)
             class_weight_power=config.class_weight_power,
             seed=config.seed + PHASES.index(phase),
             mixup=config.mixup if phase == "finetune" else 0.0,
+            shard=(placement.process_id, placement.processes),
+            multiple_of=len(placement.devices),
         )
-        data = {"x": batches}
-    steps_per_epoch = len(data["x"]) if features_model is None else -(-len(features) // config.batch_size)
+        data = {"x": batches, "shuffle": False}  # the batches shuffle themselves, by seed; Keras would draw its own
+    return fit_model, val_inputs, data
+
+
+def fit_phase(model, config, phase, run, state, train, val, placement: Placement, features_model=None) -> None:
+    """One phase: compile, fit (resuming from its backup), and mark it done in the state."""
+    clock = PhaseClock(state, phase)
+    epochs = config.epochs_head if phase == "head" else config.epochs_finetune
+    boundary = config.boundary or backbone_spec(config.arch).default_boundary
+    set_phase(model, config.arch, phase, boundary, uses_bn_fix(config))
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    learning_rate = config.lr_head if phase == "head" else config.lr_finetune
+    fit_model, val_inputs, data = _fit_inputs(model, config, phase, train, val[0], placement, features_model)
+    val_labels = val[1]
+    steps_per_epoch = len(data["x"]) if features_model is None else -(-len(data["x"]) // config.batch_size)
     fit_model.compile(_optimizer(config, learning_rate, epochs, steps_per_epoch), loss)
     # Built now, not in the first step: TensorFlow traces a step that creates variables twice (14 s for a
     # small MobileNetV2 on 2 cores).
     fit_model.optimizer.build(fit_model.trainable_variables)
     keep = config.average_last if phase == "finetune" else 0
     callbacks = [
-        EpochReport(model, val_inputs, val_labels, run, phase, state, config.label_smoothing, clock, keep),
-        keras.callbacks.BackupAndRestore(str(RunLayout(run).backup(phase))),
+        EpochReport(model, val_inputs, val_labels, run, phase, state, config.label_smoothing, clock, placement, keep),
+        ChiefBackup(str(RunLayout(run).backup(phase)), placement.chief),
         keras.callbacks.EarlyStopping("val_balanced_accuracy", patience=config.patience, mode="max"),
     ]
     if config.schedule == "plateau":
@@ -170,12 +205,14 @@ def fit_phase(model, config, phase, run, state, train, val, features_model=None)
             keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.3, patience=max(1, config.patience // 2))
         )
     verbose = 1 if sys.stdout.isatty() else 2  # a progress bar on a terminal, a line per epoch in a log
-    fit_model.fit(**data, epochs=epochs, callbacks=callbacks, verbose=verbose if features_model is None else 0)
-    if phase == "head":
-        model.save_weights(RunLayout(run).after_head)
-    clock.charge()
+    quiet = features_model is not None or not placement.chief
+    fit_model.fit(**data, epochs=epochs, callbacks=callbacks, verbose=0 if quiet else verbose)
     state["done"] = [*state.get("done", []), phase]
-    save_state(run, state)
+    if placement.chief:
+        if phase == "head":
+            model.save_weights(RunLayout(run).after_head)
+        clock.charge()
+        save_state(run, state)
 
 
 def mean_weights(weight_lists: list[list[np.ndarray]]) -> list[np.ndarray]:

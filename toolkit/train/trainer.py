@@ -38,6 +38,7 @@ from toolkit.model.backbones import backbone_spec
 from toolkit.model.classifier import build_classifier, predict
 from toolkit.train.config import PHASES, TrainConfig
 from toolkit.train.decision import fit_decision, fold_into_head
+from toolkit.train.distribute import Cluster, Placement, join, place, release
 from toolkit.train.fit import average_snapshots, fit_phase, save_state, uses_bn_fix
 from toolkit.train.runs import open_run
 
@@ -74,14 +75,27 @@ def _one_process(out: Path) -> Iterator[None]:
 
 
 def train(
-    config: TrainConfig, out: Path, resume: bool = False, force: bool = False, demo_root: Path | None = None
+    config: TrainConfig,
+    out: Path,
+    resume: bool = False,
+    force: bool = False,
+    demo_root: Path | None = None,
+    cluster: Cluster | None = None,
 ) -> Path:
-    """Train ``config`` into the run folder ``out`` and return it (one process per run at a time)."""
-    with _one_process(out):
-        return _train(config, out, resume, force, demo_root)
+    """Train ``config`` into the run folder ``out`` and return it (one training job per run at a time).
+
+    With several processes (``cluster``), every one calls this; process 0 alone writes ``out``.
+    """
+    cluster = cluster or Cluster()
+    join(cluster)
+    with _one_process(out) if cluster.chief else contextlib.nullcontext():
+        try:
+            return _train(config, out, resume, force, demo_root, cluster.chief)
+        finally:
+            release()
 
 
-def _train(config: TrainConfig, out: Path, resume: bool, force: bool, demo_root: Path | None) -> Path:
+def _train(config: TrainConfig, out: Path, resume: bool, force: bool, demo_root: Path | None, chief: bool) -> Path:
     started = time.monotonic()
     partial = out.with_name(out.name + ".partial")
     if out.exists() and not force:
@@ -92,24 +106,26 @@ def _train(config: TrainConfig, out: Path, resume: bool, force: bool, demo_root:
         config = TrainConfig.from_json(json.loads(RunLayout(partial).config.read_text()))
         table = read_splits(RunLayout(partial).splits).table
     else:
-        if partial.exists() and not force:
+        if partial.exists() and not force and chief:  # the other processes may see process 0's new one
             raise ToolkitError(
                 f"an interrupted run is in {partial}: pass --resume to continue it or --force to start over"
             )
         table = _prepare_table(config, demo_root)
+    placement = place(config.devices, config.batch_size)  # before any model: its variables go where it says
     keras.utils.set_random_seed(config.seed)  # the head's initial weights and dropout: the same seed, the same run
     input_size = config.input_size or backbone_spec(config.arch).default_size
-    if config.bn_fix and not uses_bn_fix(config):
+    if config.bn_fix and not uses_bn_fix(config) and chief:
         print("weights none: BatchNorm trains (the BatchNorm fix only protects pretrained statistics)", flush=True)
     model = build_classifier(config.arch, input_size, config.weights, config.alpha, config.dropout)
-    if resume:
-        return _fit_and_finish(model, config, table, partial, out, input_size, started)
+    if resume or not chief:
+        return _fit_and_finish(model, config, table, partial, out, input_size, placement, started)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        write_json(RunLayout(partial).config, {**asdict(config), "input_size": input_size})
+        record = {**asdict(config), "input_size": input_size, "distribution": placement.record()}
+        write_json(RunLayout(partial).config, record)
         write_splits(table, RunLayout(partial).splits)
-        return _fit_and_finish(model, config, table, partial, out, input_size, started)
+        return _fit_and_finish(model, config, table, partial, out, input_size, placement, started)
     except BaseException:
         if not RunLayout(partial).state.exists():  # no epoch finished: nothing a --resume could continue
             shutil.rmtree(partial, ignore_errors=True)
@@ -117,12 +133,22 @@ def _train(config: TrainConfig, out: Path, resume: bool, force: bool, demo_root:
 
 
 def _fit_and_finish(
-    model: keras.Model, config: TrainConfig, table: pd.DataFrame, partial: Path, out: Path, input_size: int, started
+    model: keras.Model,
+    config: TrainConfig,
+    table: pd.DataFrame,
+    partial: Path,
+    out: Path,
+    input_size: int,
+    placement: Placement,
+    started: float,
 ) -> Path:
     """Both phases from where ``partial`` stands, the optional weight average, the evaluation, the rename."""
     bn_fix = uses_bn_fix(config)
     state = json.loads(RunLayout(partial).state.read_text()) if RunLayout(partial).state.exists() else {}
-    state.update(backend=keras.backend.backend(), device=training_device())
+    single = len(placement.devices) == 1
+    device = training_device() if single else f"{len(placement.devices)} devices: " + "; ".join(placement.devices)
+    state.update(backend=keras.backend.backend(), device=device, devices=list(placement.devices))
+    head_done_before = "head" in state.get("done", [])
 
     train_set, val_set = (_split_arrays(table, split, input_size, config.resize_mode) for split in ("train", "val"))
     seconds = state.setdefault("seconds", {})
@@ -130,11 +156,16 @@ def _fit_and_finish(
     for phase in PHASES:
         if phase in state.get("done", []):
             continue
-        if phase == "finetune" and RunLayout(partial).after_head.exists():
+        if phase == "finetune" and head_done_before and RunLayout(partial).after_head.exists():
             model.load_weights(RunLayout(partial).after_head)
-        cached = phase == "head" and not config.augment_head and bn_fix
+        cached = phase == "head" and not config.augment_head and bn_fix and single  # cached features: one device
         features_model = keras.Model(model.input, model.get_layer("pool").output) if cached else None
-        fit_phase(model, config, phase, partial, state, train_set, val_set, features_model)
+        fit_phase(model, config, phase, partial, state, train_set, val_set, placement, features_model)
+    if not single:
+        release()
+        if not placement.chief:
+            return out  # process 0 averages, evaluates and writes the run
+        model = keras.saving.load_model(RunLayout(partial).model)  # on one device now
     if config.average_last and "average" not in state:
         average_snapshots(model, partial, state, val_set)
     evaluating = time.monotonic()
@@ -189,7 +220,7 @@ def _finish(run: Path, table: pd.DataFrame, config: TrainConfig, state: dict, ev
     Clean up what only resuming needed.
     """
     best = keras.saving.load_model(RunLayout(run).model)
-    reference, metrics = {"backend": keras.backend.backend(), "device": training_device()}, {}  # where it ran
+    reference, metrics = {"backend": keras.backend.backend(), "device": state.get("device", training_device())}, {}
     if config.decision != "none":
         images, labels = evaluated["val"]
         train_labels = table.loc[table["split"] == "train", "label"].map(CLASSES.index).to_numpy()
