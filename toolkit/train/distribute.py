@@ -193,26 +193,31 @@ def one_device() -> Iterator[None]:
 
 
 class LocalCopy:
-    """Predictions of a (possibly replicated) model, on one device of this process.
+    """The model's weights on one device of this process: for predictions, and for what process 0 saves.
 
-    A sharded ``predict`` would need every batch to divide by the device count, and its answers would be
-    spread over processes; a copy on one device answers the whole split in every process, which also keeps
-    their early-stopping decisions the same.
+    A sharded ``predict`` would need every batch to divide by the device count, and its answers would be spread
+    over processes; reading or saving replicated weights may take all processes at once. So every process
+    copies the weights at the same points (:meth:`sync`), and process 0 saves the copy.
     """
 
     def __init__(self, model: keras.Model, placement: Placement):
-        self.model = model
-        if placement.distributed:
+        self.model, self.distributed = model, placement.distributed
+        if self.distributed:
             with one_device():
                 self.copy = keras.models.clone_model(model)
         else:
             self.copy = model
 
+    def sync(self) -> keras.Model:
+        """The copy, with the model's current weights; every process calls this at the same point."""
+        if self.distributed:
+            with one_device():
+                self.copy.set_weights(self.model.get_weights())
+        return self.copy
+
     def predict(self, images, desc: str):
         from toolkit.model.classifier import predict
 
-        if self.copy is self.model:
-            return predict(self.model, images, desc)
+        model = self.sync()
         with one_device():
-            self.copy.set_weights(self.model.get_weights())
-            return predict(self.copy, images, desc)
+            return predict(model, images, desc)

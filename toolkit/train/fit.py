@@ -19,7 +19,7 @@ from toolkit.data.pipeline import ImageBatches
 from toolkit.model.backbones import backbone_spec
 from toolkit.model.classifier import predict, set_phase
 from toolkit.train.config import PHASES, TrainConfig
-from toolkit.train.distribute import LocalCopy, Placement
+from toolkit.train.distribute import LocalCopy, Placement, one_device
 
 
 def _optimizer(config: TrainConfig, peak: float, epochs: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -51,16 +51,15 @@ class EpochReport(keras.callbacks.Callback):
         state: dict,
         smoothing: float,
         clock: PhaseClock,
-        placement: Placement,
+        local: LocalCopy,
+        chief: bool,
         keep_snapshots: int = 0,
     ):
         super().__init__()
         self.full_model, self.val_inputs, self.val_labels = full_model, val_inputs, val_labels
         self.run, self.phase, self.state, self.smoothing, self.clock = run, phase, state, smoothing, clock
-        self.placement, self.keep_snapshots = placement, keep_snapshots
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.local = LocalCopy(self.model, self.placement)
+        self.local, self.chief, self.keep_snapshots = local, chief, keep_snapshots
+        self.saved = local.copy if local.distributed else full_model  # what process 0 writes
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         from sklearn.metrics import balanced_accuracy_score
@@ -71,8 +70,9 @@ class EpochReport(keras.callbacks.Callback):
         logs["val_loss"] = float(-(target * np.log(np.clip(probs, 1e-7, 1))).sum(axis=1).mean())
         logs["val_balanced_accuracy"] = float(balanced_accuracy_score(self.val_labels, probs.argmax(axis=1)))
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        if self.placement.chief:  # every process scores val the same way; process 0 alone writes
-            self._record(epoch, logs, learning_rate)
+        if self.chief:  # every process scores val the same way; process 0 alone writes, outside the distribution
+            with one_device():
+                self._record(epoch, logs, learning_rate)
 
     def _record(self, epoch: int, logs: dict, learning_rate: float) -> None:
         """The history row, the best model, the snapshot, the state and the epoch's line."""
@@ -86,7 +86,7 @@ class EpochReport(keras.callbacks.Callback):
         marker = ""
         if logs["val_balanced_accuracy"] > best:
             self.state["best_val_balanced_accuracy"] = logs["val_balanced_accuracy"]
-            self.full_model.save(RunLayout(self.run).model)
+            self.saved.save(RunLayout(self.run).model)
             marker = "  * best, saved"
         if self.keep_snapshots:
             self._snapshot(epoch + 1)
@@ -102,21 +102,28 @@ class EpochReport(keras.callbacks.Callback):
     def _snapshot(self, epoch: int) -> None:
         folder = RunLayout(self.run).snapshots
         folder.mkdir(exist_ok=True)
-        np.savez(folder / f"epoch_{epoch:03d}.npz", *self.full_model.get_weights())
+        np.savez(folder / f"epoch_{epoch:03d}.npz", *self.saved.get_weights())
         for old in sorted(folder.glob("epoch_*.npz"))[: -self.keep_snapshots]:
             old.unlink()
 
 
 class ChiefBackup(keras.callbacks.BackupAndRestore):
-    """Every process restores from the backup; process 0 alone writes and removes it."""
+    """Every process restores from the backup; process 0 alone writes it (from the copy the epoch's report
+    synced: see :class:`LocalCopy`) and removes it."""
 
-    def __init__(self, backup_dir: str, chief: bool):
+    def __init__(self, backup_dir: str, local: LocalCopy, chief: bool):
         super().__init__(backup_dir)
-        self.chief = chief
+        self.local, self.chief = local, chief
 
     def _save_model(self) -> None:
-        if self.chief:
-            super()._save_model()
+        if not self.chief:
+            return
+        trained, self._model = self._model, self.local.copy
+        try:
+            with one_device():
+                super()._save_model()
+        finally:
+            self._model = trained
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.chief:
@@ -195,9 +202,12 @@ def fit_phase(model, config, phase, run, state, train, val, placement: Placement
     # small MobileNetV2 on 2 cores).
     fit_model.optimizer.build(fit_model.trainable_variables)
     keep = config.average_last if phase == "finetune" else 0
+    local, chief = LocalCopy(fit_model, placement), placement.chief
     callbacks = [
-        EpochReport(model, val_inputs, val_labels, run, phase, state, config.label_smoothing, clock, placement, keep),
-        ChiefBackup(str(RunLayout(run).backup(phase)), placement.chief),
+        EpochReport(
+            model, val_inputs, val_labels, run, phase, state, config.label_smoothing, clock, local, chief, keep
+        ),
+        ChiefBackup(str(RunLayout(run).backup(phase)), local, chief),
         keras.callbacks.EarlyStopping("val_balanced_accuracy", patience=config.patience, mode="max"),
     ]
     if config.schedule == "plateau":
@@ -208,9 +218,11 @@ def fit_phase(model, config, phase, run, state, train, val, placement: Placement
     quiet = features_model is not None or not placement.chief
     fit_model.fit(**data, epochs=epochs, callbacks=callbacks, verbose=0 if quiet else verbose)
     state["done"] = [*state.get("done", []), phase]
-    if placement.chief:
+    local.sync()  # in every process, as the copy is what process 0 saves
+    if chief:
         if phase == "head":
-            model.save_weights(RunLayout(run).after_head)
+            with one_device():
+                (local.copy if local.distributed else model).save_weights(RunLayout(run).after_head)
         clock.charge()
         save_state(run, state)
 
