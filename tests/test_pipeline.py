@@ -61,6 +61,21 @@ def test_rotation_shift_zoom_move_pixels_and_colour_jitter_stays_in_range(cached
     assert max(np.abs(shifts)) <= 0.2 * 255 + 1 and np.std(shifts) > 5
 
 
+def test_process_slices_join_into_the_one_process_batch(cached):
+    """Data-parallel: each process builds only its slice, augmented as the whole batch would be, and a short last
+    batch is trimmed to a multiple of the device count (4)."""
+    images, labels = cached
+    kwargs = {"batch_size": 16, "shuffle": True, "augment": AugmentConfig(), "imbalance": "class_weight", "seed": 5}
+    count = 16 * 2 + 6  # a last batch of 6, trimmed to 4
+    whole = ImageBatches(images[:count], labels[:count], multiple_of=4, **kwargs)
+    halves = [ImageBatches(images[:count], labels[:count], shard=(i, 2), multiple_of=4, **kwargs) for i in (0, 1)]
+    assert len(whole) == 3 and whole[2][0].shape[0] == 4 and halves[1][2][0].shape[0] == 2
+    for index in range(3):
+        for part in range(3):  # images, targets, class weights
+            joined = np.concatenate([half[index][part] for half in halves])
+            assert np.array_equal(joined, whole[index][part]), (index, part)
+
+
 def test_batches_are_shuffled_one_hot_and_deterministic(cached):
     images, labels = cached
     batches = ImageBatches(images, labels, batch_size=16, shuffle=True, augment=AugmentConfig(), seed=3)

@@ -118,14 +118,14 @@ def _train(config: TrainConfig, out: Path, resume: bool, force: bool, demo_root:
         print("weights none: BatchNorm trains (the BatchNorm fix only protects pretrained statistics)", flush=True)
     model = build_classifier(config.arch, input_size, config.weights, config.alpha, config.dropout)
     if resume or not chief:
-        return _fit_and_finish(model, config, table, partial, out, input_size, placement, started)
+        return _fit_and_finish(model, config, table, partial, out, input_size, placement, started, resume)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
         record = {**asdict(config), "input_size": input_size, "distribution": placement.record()}
         write_json(RunLayout(partial).config, record)
         write_splits(table, RunLayout(partial).splits)
-        return _fit_and_finish(model, config, table, partial, out, input_size, placement, started)
+        return _fit_and_finish(model, config, table, partial, out, input_size, placement, started, resume)
     except BaseException:
         if not RunLayout(partial).state.exists():  # no epoch finished: nothing a --resume could continue
             shutil.rmtree(partial, ignore_errors=True)
@@ -141,10 +141,12 @@ def _fit_and_finish(
     input_size: int,
     placement: Placement,
     started: float,
+    resume: bool,
 ) -> Path:
     """Both phases from where ``partial`` stands, the optional weight average, the evaluation, the rename."""
     bn_fix = uses_bn_fix(config)
-    state = json.loads(RunLayout(partial).state.read_text()) if RunLayout(partial).state.exists() else {}
+    resumed = resume and RunLayout(partial).state.exists()  # another process may be replacing a stale one
+    state = json.loads(RunLayout(partial).state.read_text()) if resumed else {}
     single = len(placement.devices) == 1
     device = training_device() if single else f"{len(placement.devices)} devices: " + "; ".join(placement.devices)
     state.update(backend=keras.backend.backend(), device=device, devices=list(placement.devices))
