@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from toolkit.base.errors import ToolkitError
 from toolkit.preview.server import LITERT, start
@@ -92,7 +92,7 @@ def classify_files(page, paths: list[Path]) -> list:
 def browser_classify(bundle: Path, paths: list[str], desc: str = "browser app path") -> np.ndarray:
     """Probabilities for ``paths`` as the preview page computes them in Chromium, in order."""
     probs = []
-    with open_page(bundle) as page, tqdm(total=len(paths), desc=desc, unit="img", leave=False) as bar:
+    with open_page(bundle) as page, tqdm(total=len(paths), desc=desc, unit="img", leave=False, disable=None) as bar:
         for start_at in range(0, len(paths), BATCH):
             batch = paths[start_at : start_at + BATCH]
             for path, answer in zip(batch, classify_files(page, [Path(p) for p in batch]), strict=True):
