@@ -19,6 +19,7 @@ from conftest import HAM, REPO, toolkit_cli
 from toolkit.base.classes import CLASSES
 from toolkit.drift.gate import changed_by_class, compare, gate_failures
 from toolkit.export.options import Gate
+from toolkit.preview.browser import chromium
 
 DEMO_GATE = [
     *("--min-agreement", "0.95", "--max-balanced-accuracy-drop", "4", "--max-recall-drop", "25"),
@@ -385,7 +386,7 @@ def test_drift_says_which_app_paths_did_not_run(demo_bundle, tmp_path, cli, monk
     assert "the app's steps, browser: not run here (chromium not installed" in (tmp_path / "drift.md").read_text()
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="skipped: chromium not installed")
+@pytest.mark.skipif(chromium() is None, reason="skipped: chromium not installed")
 def test_drift_holds_the_browser_page_to_the_gate(demo_bundle, tmp_path, cli, monkeypatch):
     """With Chromium, the preview page (the browser's decoder, resize.js, LiteRT.js) answers the whole split and is
     gated by name: it agrees with the toolkit's path image for image, and a page that answers wrongly fails."""

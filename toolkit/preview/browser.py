@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from toolkit.base.errors import ToolkitError
-from toolkit.preview.server import LITERT, start
+from toolkit.preview.server import LITERT_ENTRY, start
 
 CHROMIUM_ENV = "TOOLKIT_CHROMIUM"  # a Chromium other than the one on PATH
 READY_MS = 120_000  # loading LiteRT.js's wasm and compiling the model, on a slow machine
@@ -50,7 +50,7 @@ def unavailable() -> str | None:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         return "playwright not installed (pip install playwright)"
-    if not (LITERT / "core" / "dist" / "index.js").is_file():
+    if not LITERT_ENTRY.is_file():
         return "LiteRT.js not installed (make install runs npm ci)"
     return None
 

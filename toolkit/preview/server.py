@@ -16,6 +16,7 @@ from toolkit.base.errors import ToolkitError
 
 WEB = Path(__file__).resolve().parent / "web"
 LITERT = WEB / "node_modules" / "@litertjs"
+LITERT_ENTRY = LITERT / "core" / "dist" / "index.js"  # present once `npm ci` has run
 RESIZE_JS = Path(__file__).resolve().parents[1] / "data" / "resize.js"
 BUNDLE_FILES = ("manifest.json", "labels.txt", "model.tflite")
 TYPES = {
@@ -28,7 +29,7 @@ TYPES = {
 
 def routes(bundle: Path) -> dict[str, Path]:
     """URL prefix -> folder or file. LiteRT.js must have been installed (``make`` runs ``npm ci``)."""
-    if not (LITERT / "core" / "dist" / "index.js").is_file():
+    if not LITERT_ENTRY.is_file():
         raise ToolkitError(f"LiteRT.js is not installed in {WEB}: run `make install` (npm ci there)")
     return {
         "/litert/": LITERT / "core",

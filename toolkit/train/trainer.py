@@ -147,8 +147,8 @@ def _fit_and_finish(
     bn_fix = uses_bn_fix(config)
     resumed = resume and RunLayout(partial).state.exists()  # another process may be replacing a stale one
     state = json.loads(RunLayout(partial).state.read_text()) if resumed else {}
-    single = len(placement.devices) == 1
-    device = training_device() if single else f"{len(placement.devices)} devices: " + "; ".join(placement.devices)
+    distributed = placement.distributed
+    device = f"{len(placement.devices)} devices: " + "; ".join(placement.devices) if distributed else training_device()
     state.update(backend=keras.backend.backend(), device=device, devices=list(placement.devices))
     head_done_before = "head" in state.get("done", [])
 
@@ -160,10 +160,10 @@ def _fit_and_finish(
             continue
         if phase == "finetune" and head_done_before and RunLayout(partial).after_head.exists():
             model.load_weights(RunLayout(partial).after_head)
-        cached = phase == "head" and not config.augment_head and bn_fix and single  # cached features: one device
+        cached = phase == "head" and not config.augment_head and bn_fix and not distributed  # one device only
         features_model = keras.Model(model.input, model.get_layer("pool").output) if cached else None
         fit_phase(model, config, phase, partial, state, train_set, val_set, placement, features_model)
-    if not single:
+    if distributed:
         release()
         if not placement.chief:
             return out  # process 0 averages, evaluates and writes the run
