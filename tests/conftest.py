@@ -56,6 +56,9 @@ def ham_subset(ham_metadata: pd.DataFrame, tmp_path: Path) -> Path:
 
 
 REPO = Path(__file__).resolve().parents[1]
+# What ships in flutter_assets/ (issue 19), by quantization: every test of "the shipped bundle" runs on each
+SHIPPED_BUNDLES = {"float16": REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16"}
+SHIPPED = SHIPPED_BUNDLES["float16"]  # for tests that need one real, gated bundle (no conversion, fast)
 IMAGENET_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import HAM, REPO
+from conftest import HAM, SHIPPED
 
 from app_steps import app_resize
 from toolkit.base.classes import CLASSES
@@ -25,7 +25,6 @@ from toolkit.data.images import decode_image, resize_image
 from toolkit.export.bundle import NOT_A_DEVICE, Bundle
 from toolkit.export.verify import REEXPORT
 
-SHIPPED = REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16"
 IMAGES = [HAM / "images" / f"ISIC_00{n}.jpg" for n in (24306, 24307, 24308)]
 
 

@@ -16,12 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import HAM, REPO, toolkit_cli
+from conftest import HAM, SHIPPED_BUNDLES, toolkit_cli
 
 from app_steps import app_classify, app_resize
 
 IMAGES = sorted((HAM / "images").glob("*.jpg"))[::500][:16]  # 16 real images spread over the set
-SHIPPED = REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16"
 
 
 BUNDLES = {  # name: (fixture, resize mode, input dtype)
@@ -60,9 +59,11 @@ def pad_int8_bundle(pad_run, tmp_path_factory) -> Path:
     return _export(pad_run, tmp_path_factory.mktemp("pad_int8"), "--quantize", "int8", "--io", "int8")
 
 
-@pytest.fixture(params=[*BUNDLES, "shipped float16"])
+@pytest.fixture(params=[*BUNDLES, *(f"shipped {name}" for name in SHIPPED_BUNDLES)])
 def bundle(request) -> Path:
-    return SHIPPED if request.param == "shipped float16" else request.getfixturevalue(BUNDLES[request.param][0])
+    if request.param.startswith("shipped "):
+        return SHIPPED_BUNDLES[request.param.removeprefix("shipped ")]
+    return request.getfixturevalue(BUNDLES[request.param][0])
 
 
 @pytest.mark.parametrize("name", BUNDLES)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HAM, REPO
+from conftest import HAM, REPO, SHIPPED
 
 import toolkit.cli.commands
 from toolkit.base.classes import CLASSES
@@ -21,7 +21,6 @@ from toolkit.data.split import run_split
 from toolkit.export.stage import read_labels
 from toolkit.export.writer import staging_folder
 
-SHIPPED = REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16"
 IMAGE = HAM / "images" / "ISIC_0024306.jpg"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import HAM, REPO
+from conftest import HAM, SHIPPED
 
 from toolkit.base.errors import ToolkitError
 from toolkit.data.images import decode_image, load_images, resize_image
@@ -179,7 +179,7 @@ def test_a_photo_stored_on_its_side_gets_the_answer_of_the_upright_photo(tmp_pat
     pixels = decode_image(HAM_IMAGE)
     save_with_orientation(pixels, tmp_path / "upright.jpg", 1, quality=95)
     save_with_orientation(np.ascontiguousarray(np.rot90(pixels, 1)), tmp_path / "side.jpg", 6, quality=95)
-    bundle = Bundle.open(REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16")
+    bundle = Bundle.open(SHIPPED)
     inputs = np.stack([bundle.preprocess(tmp_path / name) for name in ("upright.jpg", "side.jpg")])
     assert np.abs(inputs[0].astype(int) - inputs[1]).mean() < 2  # JPEG noise only (19 levels apart, turned)
     probs = bundle.predict(inputs)

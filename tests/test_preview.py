@@ -8,7 +8,7 @@ import base64
 import cv2
 import numpy as np
 import pytest
-from conftest import HAM, REPO
+from conftest import HAM, SHIPPED
 
 from toolkit.base.errors import ToolkitError
 from toolkit.data.images import decode_image
@@ -16,7 +16,6 @@ from toolkit.export.bundle import Bundle
 from toolkit.preview.browser import browser_classify, chromium, classify_files, open_page
 
 pytestmark = pytest.mark.skipif(chromium() is None, reason="skipped: chromium not installed")
-SHIPPED = REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16"
 HAM_IMAGES = sorted((HAM / "images").glob("*.jpg"))[::500][:20]
 
 

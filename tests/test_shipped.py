@@ -1,6 +1,6 @@
-"""The shipped HAM10000 bundle in ``flutter_assets/``, as a Flutter developer takes it from a fresh clone.
+"""The shipped HAM10000 bundles in ``flutter_assets/``, as a Flutter developer takes them from a fresh clone.
 
-It must be what the export wrote (checksums), gated against the committed run in ``models/``, carry
+Each must be what the export wrote (checksums), gated against the committed run in ``models/``, carry
 its model card and referral operating points, and pass the drift gate again from any folder.
 """
 
@@ -9,35 +9,52 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, toolkit_cli
+from conftest import REPO, SHIPPED_BUNDLES, toolkit_cli
 
-SHIPPED = REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16"
 RUN = REPO / "models" / "ham10000_mobilenet_v2"
+MEGABYTE = 1_000_000
 
 
-def manifest() -> dict:
-    return json.loads((SHIPPED / "manifest.json").read_text())
+@pytest.fixture(params=list(SHIPPED_BUNDLES))
+def shipped(request) -> tuple[str, Path]:
+    return request.param, SHIPPED_BUNDLES[request.param]
 
 
-def test_the_bundle_is_as_exported_gated_and_names_the_committed_run():
-    found = manifest()
+def manifest(bundle: Path) -> dict:
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+def test_flutter_assets_holds_exactly_the_shipped_bundles():
+    """A bundle added to or dropped from flutter_assets/ must be added to or dropped from the tests too."""
+    found = {path for path in (REPO / "flutter_assets").iterdir() if path.is_dir()}
+    assert found == set(SHIPPED_BUNDLES.values())
+
+
+def test_the_bundle_is_as_exported_gated_and_names_the_committed_run(shipped):
+    quantization, bundle = shipped
+    found = manifest(bundle)
     for name, entry in found["files"].items():
-        data = (SHIPPED / name).read_bytes()
+        data = (bundle / name).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"], name
-    assert found["quantization"] == "float16" and found["drift"]["passed"] and found["drift"]["top1_agreement"] >= 0.98
+    assert found["quantization"] == quantization and found["drift"]["passed"]
+    assert found["drift"]["top1_agreement"] >= 0.98
+    if quantization == "int8":  # full-integer, uint8 in and out, at most 3 MB (issue 19)
+        assert found["input"]["dtype"] == found["output"]["dtype"] == "uint8" and not found["float_layers"]
+        assert found["files"]["model.tflite"]["bytes"] <= 3 * MEGABYTE
     assert found["source"]["run"] == "models/ham10000_mobilenet_v2" and found["source"]["data"].startswith("../")
     assert not found["training_data"]["demo"] and "non-commercial" in found["licence"]
-    readme = (SHIPPED / "README.md").read_text().splitlines()
+    readme = (bundle / "README.md").read_text().splitlines()
     assert any("Not a medical device" in line for line in readme[:4])
     card = "\n".join(readme)
     for part in ("### Test metrics", "### Referral operating points", "### Known limits", "### Reproduce"):
         assert part in card
     assert f"{found['drift']['top1_agreement']:.2%}" in card  # the card quotes the manifest, not a copy typed in
-    assert (SHIPPED / "card" / "confusion_matrix.png").stat().st_size > 10_000
-    assert (SHIPPED / "card" / "reliability.png").stat().st_size > 10_000
+    assert (bundle / "card" / "confusion_matrix.png").stat().st_size > 10_000
+    assert (bundle / "card" / "reliability.png").stat().st_size > 10_000
     points = {point["name"]: point for point in found["referral"]["test"]}
     assert found["referral"]["default"] == "malignant_sens95" and set(points) >= {"malignant_sens90", "melanoma_sens95"}
     for point in points.values():
@@ -45,7 +62,7 @@ def test_the_bundle_is_as_exported_gated_and_names_the_committed_run():
 
 
 def test_the_committed_run_is_small_and_has_no_optimizer_state():
-    assert sum(path.stat().st_size for path in RUN.iterdir()) < 12_000_000
+    assert sum(path.stat().st_size for path in RUN.iterdir()) < 12 * MEGABYTE
     with zipfile.ZipFile(RUN / "model.keras") as archive:
         config = json.loads(archive.read("config.json"))
     assert not config.get("compile_config")  # saved uncompiled: no optimizer, nothing to resume
@@ -57,12 +74,13 @@ def test_the_committed_run_is_small_and_has_no_optimizer_state():
         ]  # fmt: skip
 
 
-def test_drift_passes_against_the_committed_run_from_anywhere(tmp_path):
-    result = toolkit_cli("drift", "--bundle", str(SHIPPED), "--out", str(tmp_path / "report"), cwd=tmp_path)
+def test_drift_passes_against_the_committed_run_from_anywhere(shipped, tmp_path):
+    bundle = shipped[1]
+    result = toolkit_cli("drift", "--bundle", str(bundle), "--out", str(tmp_path / "report"), cwd=tmp_path)
     assert "Gate PASSED" in result.stdout and "DEMO" not in result.stdout
     report = json.loads((tmp_path / "report" / "drift.json").read_text())
-    assert report["run"] == "models/ham10000_mobilenet_v2" and report["images"] == manifest()["drift"]["images"]
-    assert report["total"]["top1_agreement"] == pytest.approx(manifest()["drift"]["top1_agreement"], abs=1e-4)
+    assert report["run"] == "models/ham10000_mobilenet_v2" and report["images"] == manifest(bundle)["drift"]["images"]
+    assert report["total"]["top1_agreement"] == pytest.approx(manifest(bundle)["drift"]["top1_agreement"], abs=1e-4)
 
 
 def test_nothing_committed_carries_the_datasets_image_ids():
@@ -75,13 +93,13 @@ def test_nothing_committed_carries_the_datasets_image_ids():
     assert len(texts) > 10 and not [p for p in texts if ids.search(p.read_text())]
 
 
-def test_the_golden_images_are_synthetic():
+def test_the_golden_images_are_synthetic(shipped):
     """The Dart test's images are the toolkit's own gradients and noise, regenerated here: no dataset pixels."""
     import cv2
 
     from toolkit.export.golden import SHAPES, golden_image
 
     for seed, (name, shape) in enumerate(SHAPES.items()):
-        committed = cv2.imread(str(SHIPPED / "golden" / name), cv2.IMREAD_UNCHANGED)
+        committed = cv2.imread(str(shipped[1] / "golden" / name), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(committed.reshape(shape)[..., ::-1] if shape[2] == 3 else committed.reshape(shape),
                               golden_image(*shape, seed)), name  # fmt: skip
