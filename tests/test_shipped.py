@@ -30,7 +30,7 @@ def manifest(bundle: Path) -> dict:
 
 def test_flutter_assets_holds_exactly_the_shipped_bundles():
     """A bundle added to or dropped from flutter_assets/ must be added to or dropped from the tests too."""
-    found = {path for path in (REPO / "flutter_assets").iterdir() if path.is_dir()}
+    found = set((REPO / "flutter_assets").glob("ham10000_*/"))  # demo/ is make demo's, git-ignored
     assert found == set(SHIPPED_BUNDLES.values())
 
 
