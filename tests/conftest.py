@@ -59,6 +59,16 @@ REPO = Path(__file__).resolve().parents[1]
 # What ships in flutter_assets/ (issue 19), by quantization: every test of "the shipped bundle" runs on each
 SHIPPED_BUNDLES = {"float16": REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16"}
 SHIPPED = SHIPPED_BUNDLES["float16"]  # for tests that need one real, gated bundle (no conversion, fast)
+SHIPPED_PARAMS = [f"shipped {name}" for name in SHIPPED_BUNDLES]
+
+
+def bundle_for(request: pytest.FixtureRequest, fixtures: dict[str, str]) -> Path:
+    """The bundle a parametrized fixture names: a shipped one by ``"shipped <quantization>"``, else a fixture's."""
+    if request.param in SHIPPED_PARAMS:
+        return SHIPPED_BUNDLES[request.param.removeprefix("shipped ")]
+    return request.getfixturevalue(fixtures[request.param])
+
+
 IMAGENET_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
 

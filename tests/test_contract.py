@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import HAM, SHIPPED_BUNDLES, toolkit_cli
+from conftest import HAM, SHIPPED_PARAMS, bundle_for, toolkit_cli
 
 from app_steps import app_classify, app_resize
 
@@ -59,11 +59,9 @@ def pad_int8_bundle(pad_run, tmp_path_factory) -> Path:
     return _export(pad_run, tmp_path_factory.mktemp("pad_int8"), "--quantize", "int8", "--io", "int8")
 
 
-@pytest.fixture(params=[*BUNDLES, *(f"shipped {name}" for name in SHIPPED_BUNDLES)])
+@pytest.fixture(params=[*BUNDLES, *SHIPPED_PARAMS])
 def bundle(request) -> Path:
-    if request.param.startswith("shipped "):
-        return SHIPPED_BUNDLES[request.param.removeprefix("shipped ")]
-    return request.getfixturevalue(BUNDLES[request.param][0])
+    return bundle_for(request, {name: fixture for name, (fixture, _, _) in BUNDLES.items()})
 
 
 @pytest.mark.parametrize("name", BUNDLES)

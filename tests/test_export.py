@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import HAM, SHIPPED_BUNDLES, SMALL_RUN_SIZE
+from conftest import HAM, SHIPPED_PARAMS, SMALL_RUN_SIZE, bundle_for
 
 from toolkit.base.classes import CLASSES
 from toolkit.base.errors import ToolkitError
@@ -60,13 +60,10 @@ def test_metadata_reads_back_with_labels_and_normalisation(int8_bundle):
     assert image["stats"] == {"max": [255.0], "min": [0.0]}
 
 
-@pytest.fixture(params=["passing float32", "test int8", *(f"shipped {name}" for name in SHIPPED_BUNDLES)])
+@pytest.fixture(params=["passing float32", "test int8", *SHIPPED_PARAMS])
 def any_bundle(request) -> Path:
     """The test run's gated float32 and int8 exports, and each bundle shipped in ``flutter_assets/``."""
-    if request.param.startswith("shipped "):
-        return SHIPPED_BUNDLES[request.param.removeprefix("shipped ")]
-    fixtures = {"passing float32": "passing_bundle", "test int8": "int8_bundle"}
-    return request.getfixturevalue(fixtures[request.param])
+    return bundle_for(request, {"passing float32": "passing_bundle", "test int8": "int8_bundle"})
 
 
 def test_mediapipe_image_classifier_reads_the_bundle(any_bundle):
