@@ -91,7 +91,7 @@ def _add_train(commands, common) -> None:
         "--augment",
         default=presets[field_defaults(TrainConfig)["augment"]],
         choices=AUGMENT_PRESETS,
-        help="notebook: the original ImageDataGenerator settings; dermoscopy: any rotation, more zoom and contrast; "
+        help="notebook: the original ImageDataGenerator settings; dermoscopy: any rotation, more zoom and contrast, a gain per colour channel; "
         "default %(default)s",
     )
     choices = {

@@ -1,8 +1,8 @@
-"""Augmentation for training batches: one affine warp and one brightness/contrast lookup per image, and mixup.
+"""Augmentation for training batches: one affine warp and one colour lookup per image, and mixup.
 
 Rotation, shift, zoom and both flips are composed into one affine matrix per image, so each image is
 warped once (Keras's separate random layers warp four times and run at a quarter of the speed on CPU);
-brightness and contrast are one lookup table. The presets and their checks load no OpenCV, so the CLI
+brightness, contrast and a gain per colour channel are one lookup table. The presets and their checks load no OpenCV, so the CLI
 offers them as choices in a fraction of a second.
 """
 
@@ -26,6 +26,7 @@ class AugmentConfig:
     vertical_flip: bool = True
     brightness: float = 0.1  # added offset, fraction of 255
     contrast: float = 0.1  # contrast factor drawn from [1 - contrast, 1 + contrast]
+    colour: float = 0.0  # gain per RGB channel drawn from [1 - colour, 1 + colour]: another dermatoscope's light
 
     @classmethod
     def preset(cls, name: str) -> AugmentConfig | None:
@@ -37,7 +38,7 @@ class AugmentConfig:
 
 AUGMENT_PRESETS: dict[str, AugmentConfig | None] = {
     "notebook": AugmentConfig(),
-    "dermoscopy": AugmentConfig(rotation=180.0, shift=0.1, zoom=0.2, brightness=0.1, contrast=0.2),
+    "dermoscopy": AugmentConfig(rotation=180.0, shift=0.1, zoom=0.2, brightness=0.1, contrast=0.2, colour=0.1),
     "none": None,
 }
 
@@ -63,20 +64,23 @@ _LEVELS = np.arange(256, dtype=np.float32)
 
 
 def augment_image(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """One random affine warp (reflecting at the border) and one brightness/contrast lookup, uint8 in and out."""
+    """One random affine warp (reflecting at the border) and one colour lookup, uint8 in and out."""
     import cv2
 
     height, width = image.shape[:2]
     warped = cv2.warpAffine(
         image, _affine_matrix(config, rng, width, height), (width, height), borderMode=cv2.BORDER_REFLECT_101
     )
-    if not (config.brightness or config.contrast):
+    if not (config.brightness or config.contrast or config.colour):
         return warped
     contrast = rng.uniform(1 - config.contrast, 1 + config.contrast)
     offset = rng.uniform(-config.brightness, config.brightness) * 255
     mean = cv2.mean(cv2.cvtColor(warped, cv2.COLOR_RGB2GRAY))[0]
-    table = np.clip(contrast * (_LEVELS - mean) + mean + offset, 0, 255).astype(np.uint8)
-    return cv2.LUT(warped, table)
+    levels = contrast * (_LEVELS - mean) + mean + offset
+    if config.colour:  # drawn last, so the presets without it keep their random streams
+        gains = rng.uniform(1 - config.colour, 1 + config.colour, 3).astype(np.float32)
+        levels = levels[:, None, None] * gains  # one column per channel: cv2.LUT maps each channel by its own
+    return cv2.LUT(warped, np.clip(levels, 0, 255).astype(np.uint8))
 
 
 def check_mixup(alpha: float) -> None:
