@@ -61,6 +61,16 @@ def test_rotation_shift_zoom_move_pixels_and_colour_jitter_stays_in_range(cached
     assert max(np.abs(shifts)) <= 0.2 * 255 + 1 and np.std(shifts) > 5
 
 
+def test_colour_gain_tints_each_channel_by_its_own_factor_within_range(cached):
+    """A grey patch comes back tinted: each channel scaled by its own draw from [0.8, 1.2], not all by one."""
+    grey = np.full((24, 32, 3), 100, np.uint8)
+    tinted = replace(STILL, colour=0.2)
+    gains = np.array([augment_image(grey, tinted, np.random.default_rng(s))[0, 0] / 100 for s in range(40)])
+    assert gains.min() >= 0.8 - 0.01 and gains.max() <= 1.2 + 0.01
+    assert np.ptp(gains, axis=1).mean() > 0.05  # the channels differ within an image
+    assert np.array_equal(augment_image(grey, STILL, np.random.default_rng(0)), grey)
+
+
 def test_process_slices_join_into_the_one_process_batch(cached):
     """Data-parallel: each process builds only its slice, augmented as the whole batch would be, and a short last
     batch is trimmed to a multiple of the device count (4)."""

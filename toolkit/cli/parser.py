@@ -91,8 +91,8 @@ def _add_train(commands, common) -> None:
         "--augment",
         default=presets[field_defaults(TrainConfig)["augment"]],
         choices=AUGMENT_PRESETS,
-        help="notebook: the original ImageDataGenerator settings; dermoscopy: any rotation, more zoom and contrast, a gain per colour channel; "
-        "default %(default)s",
+        help="notebook: the original ImageDataGenerator settings; dermoscopy: any rotation, more zoom and "
+        "contrast, a gain per colour channel; default %(default)s",
     )
     choices = {
         "resize_mode": RESIZE_MODES,

@@ -2,8 +2,8 @@
 
 Rotation, shift, zoom and both flips are composed into one affine matrix per image, so each image is
 warped once (Keras's separate random layers warp four times and run at a quarter of the speed on CPU);
-brightness, contrast and a gain per colour channel are one lookup table. The presets and their checks load no OpenCV, so the CLI
-offers them as choices in a fraction of a second.
+brightness, contrast and a gain per colour channel are one lookup table. The presets and their checks
+load no OpenCV, so the CLI offers them as choices in a fraction of a second.
 """
 
 from __future__ import annotations
