@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -88,6 +89,17 @@ def toolkit_cli(
     return result
 
 
+@pytest.fixture(scope="session", autouse=True)
+def jax_compilation_cache(tmp_path_factory) -> None:
+    """JAX subprocesses share compiled programs through one cache per test worker.
+
+    A tiny MobileNetV2 run under JAX spends most of its minute compiling, initializers included (each under
+    JAX's 1 s caching threshold, hence 0): measured 68 s cold against 30 s from the cache. Same programs, same numbers.
+    """
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
+
 @pytest.fixture(scope="session")
 def keras_home(tmp_path_factory) -> Path:
     """A Keras cache holding the shared ImageNet MobileNetV2 weights, so ``--weights imagenet`` loads offline."""
@@ -100,20 +112,43 @@ def keras_home(tmp_path_factory) -> Path:
 SMALL_RUN_SIZE = 112  # the smallest size with the shared ImageNet weights file that still learns in a minute
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder built once per test session, by whichever xdist worker asks first; the others wait, then reuse it.
+
+    Session fixtures are otherwise per worker: the small run and its exports were trained and converted up to
+    four times over, minutes of the suite's 2 cores (pytest-xdist's documented file-lock pattern).
+    """
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root  # the parent is the whole session's
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory, keras_home) -> Path:
     """A small real run that learns: a head on ImageNet MobileNetV2 features of 600 HAM10000 images per split.
 
     Measured: test balanced accuracy 0.42 and macro-F1 0.38 (a constant answer: 1/7 and 0.11), in about a minute.
     """
-    out = tmp_path_factory.mktemp("runs") / "ham_small"
-    toolkit_cli(
-        *("train", "--data", str(_require(HAM)), "--arch", "mobilenet_v2", "--weights", "imagenet"),
-        *("--input-size", str(SMALL_RUN_SIZE), "--limit", "600", "--epochs-head", "40", "--epochs-finetune", "0"),
-        *("--out", str(out)),
-        env={"KERAS_HOME": str(keras_home)},
-    )
-    return out
+
+    def build(folder: Path) -> None:
+        toolkit_cli(
+            *("train", "--data", str(_require(HAM)), "--arch", "mobilenet_v2", "--weights", "imagenet"),
+            *("--input-size", str(SMALL_RUN_SIZE), "--limit", "600", "--epochs-head", "40", "--epochs-finetune", "0"),
+            *("--out", str(folder / "ham_small")),
+            env={"KERAS_HOME": str(keras_home)},
+        )
+
+    return built_once(tmp_path_factory, "runs", build) / "ham_small"
 
 
 @pytest.fixture(scope="session")
@@ -124,10 +159,12 @@ def passing_bundle(small_run, tmp_path_factory) -> Path:
     preprocessing mismatch would fail its gate. float16 and int8 sit near or below the gate on this
     weak head-only model (float16 98.3 to 99.3%, int8 90 to 93% top-1 agreement, measured at 112 to 176 px).
     """
-    out = tmp_path_factory.mktemp("passing_assets")
-    result = toolkit_cli("export", "--run", str(small_run), "--out", str(out), "--name", "float32")
-    assert re.search(r"drift gate \(as asked\): top-1 agreement [0-9.]+%.*: passed", result.stdout), result.stdout
-    return out / "float32"
+
+    def build(folder: Path) -> None:
+        result = toolkit_cli("export", "--run", str(small_run), "--out", str(folder), "--name", "float32")
+        assert re.search(r"drift gate \(as asked\): top-1 agreement [0-9.]+%.*: passed", result.stdout), result.stdout
+
+    return built_once(tmp_path_factory, "passing_assets", build) / "float32"
 
 
 @pytest.fixture(scope="session")
@@ -137,13 +174,15 @@ def int8_bundle(small_run, tmp_path_factory) -> Path:
     It fails the default drift gate (90.0% top-1 agreement measured, against the 98% asked), so it is
     published with ``--accept-drift``: the tests that need a failing bundle, or int8, use it.
     """
-    out = tmp_path_factory.mktemp("flutter_assets")
-    result = toolkit_cli(
-        *("export", "--run", str(small_run), "--quantize", "--out", str(out)),
-        *("--calibration-images", "100", "--accept-drift"),
-    )
-    assert "drift gate failed" in result.stdout and "publishing anyway because of --accept-drift" in result.stdout
-    bundle = out / small_run.name
+
+    def build(folder: Path) -> None:
+        result = toolkit_cli(
+            *("export", "--run", str(small_run), "--quantize", "--out", str(folder)),
+            *("--calibration-images", "100", "--accept-drift"),
+        )
+        assert "drift gate failed" in result.stdout and "publishing anyway because of --accept-drift" in result.stdout
+
+    bundle = built_once(tmp_path_factory, "flutter_assets", build) / small_run.name
     assert json.loads((bundle / "manifest.json").read_text())["drift"]["passed"] is False
     return bundle
 

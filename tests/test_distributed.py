@@ -76,23 +76,6 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_two_processes_on_localhost_train_as_one(tmp_path, keras_home):
-    """Two real processes (JAX's CPU collectives over gloo) train one epoch, a device each: the same weights after
-    every phase, and one run folder, written by process 0."""
-    out, port = tmp_path / "runs" / "twin", free_port()
-    flags = [*TINY, "--out", str(out), "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
-    env = jax_env(keras_home, devices=1)
-    processes = twins(flags, env)
-    results = [process.communicate(timeout=600) for process in processes]
-    for process, (_, stderr) in zip(processes, results, strict=True):
-        assert process.returncode == 0, stderr[-3000:]
-    digests = [[line for line in stdout.splitlines() if line.startswith("WEIGHTS")] for stdout, _ in results]
-    assert digests[0] == digests[1] and digests[0][-1].startswith("WEIGHTS finetune ")
-    assert sorted(p.name for p in out.parent.iterdir()) == ["twin"]
-    assert json.loads((out / "config.json").read_text())["distribution"]["processes"] == 2
-    assert "process 1: done; process 0 writes" in results[1][0]
-
-
 def twins(flags: list[str], env: dict) -> list[subprocess.Popen]:
     return [
         subprocess.Popen([sys.executable, str(WORKER), "twin", *flags, "--process-id", str(i)], env=env, cwd=REPO,
@@ -101,9 +84,11 @@ def twins(flags: list[str], env: dict) -> list[subprocess.Popen]:
     ]  # fmt: skip
 
 
-def test_two_processes_resume_after_they_die(tmp_path, keras_home):
-    """Both processes killed after the first of three epochs (as a job scheduler does when one dies); restarted with
-    --resume, both restore process 0's checkpoint, finish in step, and the history has each epoch once."""
+def test_two_processes_train_as_one_and_resume_after_they_die(tmp_path, keras_home):
+    """Two real processes (JAX's CPU collectives over gloo), a device each, killed after the first of three epochs
+    (as a job scheduler does when one dies); restarted with --resume, both restore process 0's checkpoint, finish
+    with the same weights after every phase, and leave one run folder, written by process 0, whose history has each
+    epoch once."""
     out = tmp_path / "runs" / "twin"
     flags = [*TINY, "--epochs-finetune", "3", "--out", str(out), "--num-processes", "2"]
     env = jax_env(keras_home, devices=1)
@@ -121,6 +106,9 @@ def test_two_processes_resume_after_they_die(tmp_path, keras_home):
         assert process.returncode == 0, stderr[-3000:]
     digests = [[line for line in stdout.splitlines() if line.startswith("WEIGHTS")] for stdout, _ in results]
     assert digests[0] == digests[1] and digests[0][-1].startswith("WEIGHTS finetune ")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["twin"]
+    assert json.loads((out / "config.json").read_text())["distribution"]["processes"] == 2
+    assert "process 1: done; process 0 writes" in results[1][0]
     history = (out / "history.csv").read_text().splitlines()
     assert [row.split(",")[:2] for row in history[1:]] == [["finetune", "1"], ["finetune", "2"], ["finetune", "3"]]
 

@@ -30,6 +30,8 @@ def test_selective_names_the_worst_layers_and_prices_each_retry(small_run, tmp_p
     errors = [layer["rmse_over_scale"] for layer in report["layers"]]
     worst = [layer["tensor"] for layer in report["layers"]]
     assert len(errors) == 20 and errors == sorted(errors, reverse=True)
+    # the app paths (the slowest part) run where they can still decide: on the last try, not on those retried
+    assert result.stdout.count("the gate failed before them") == 2 * 4 and "python" in report["app_paths"]
     assert "Layers with the largest int8 error" in (out / "ham_small" / "drift" / "drift.md").read_text()
     assert [len(a["float_layers"]) for a in attempts] == [0, 0, 5, 10, 20] and not any(a["passed"] for a in attempts)
     sizes = [a["model_bytes"] for a in attempts]

@@ -43,10 +43,15 @@ def latency_ms(folder: Path, runs: int = 50, threads: int = 2) -> float:
 
 
 def _measure(
-    staging: Path, target: Path, run: Run, model, options: ExportOptions, attempt: Attempt
+    staging: Path, target: Path, run: Run, model, options: ExportOptions, attempt: Attempt, last: bool = True
 ) -> tuple[DriftReport, dict]:
-    """The staged bundle's report, naming the folder it will be published to, and this attempt's record."""
-    report = measure_drift(Bundle.open(staging), run, options.drift_split, options.gate, model=model)
+    """The staged bundle's report, naming the folder it will be published to, and this attempt's record.
+
+    An attempt that fails with more to try skips the app paths: only the toolkit's path decides to retry.
+    """
+    report = measure_drift(
+        Bundle.open(staging), run, options.drift_split, options.gate, model=model, apps_when_failing=last
+    )
     staged, final = portable_path(staging, staging), portable_path(target, target)
     report = {**report, "bundle": final, "exported": report["exported"].replace(staged, final)}
     total = report["total"]
@@ -103,13 +108,13 @@ def gate_bundle(
     staging: Path, target: Path, run: Run, model, labels: list[str], attempt: Attempt, options: ExportOptions
 ) -> None:
     """Gate the staged bundle; write ``drift/`` and the manifest's drift summary; reject it if it fails."""
-    report, record = _measure(staging, target, run, model, options, attempt)
+    report, record = _measure(staging, target, run, model, options, attempt, last=not options.selective)
     attempts, layers = [record], None
     if not report["gate"]["passed"] and options.selective:
         retries, layers = _retries(run, model, attempt, options)
-        for retry in retries:
+        for number, retry in enumerate(retries, 1):
             stage_attempt(staging, target.name, run, model, labels, retry, options)
-            report, record = _measure(staging, target, run, model, options, retry)
+            report, record = _measure(staging, target, run, model, options, retry, last=number == len(retries))
             attempts.append(record)
             if report["gate"]["passed"]:
                 break

@@ -210,10 +210,13 @@ def measure_drift(
     gate: Gate = Gate(),
     predictions: Path | None = None,
     model=None,
+    apps_when_failing: bool = True,
 ) -> DriftReport:
     """The full drift report of ``bundle`` (or of device ``predictions``) against ``run``'s reference.
 
     ``model`` is the run's float model if the caller has it loaded already (export does: loading takes seconds).
+    Without ``apps_when_failing``, a bundle that already fails on the toolkit's path skips the app paths (a browser
+    pass is the slowest part): ``export --selective`` measures them only where they can still decide.
     """
     import keras
 
@@ -235,8 +238,14 @@ def measure_drift(
         exported, source = device, str(predictions)
     total = compare(labels, reference_probs, exported)
     referral = referral_report(operating_points(bundle, run), labels, reference_probs, exported)
-    measured, skipped = ({}, {}) if predictions is not None else app_paths(bundle, paths, labels, reference_probs)
-    failures = gate_failures(total, gate, referral) + [
+    failures = gate_failures(total, gate, referral)
+    if predictions is not None:
+        measured, skipped = {}, {}
+    elif failures and not apps_when_failing:
+        measured, skipped = {}, dict.fromkeys(("python", "browser"), "the gate failed before them: a retry follows")
+    else:
+        measured, skipped = app_paths(bundle, paths, labels, reference_probs)
+    failures += [
         f"the app's steps ({name}): top-1 agreement {path['top1_agreement']:.2%} < {gate.min_agreement:.0%}"
         for name, path in measured.items()
         if path["top1_agreement"] < gate.min_agreement
