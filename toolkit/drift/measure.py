@@ -109,9 +109,11 @@ def _inputs(bundle: Bundle, run: Run, paths: list[str], split: str) -> tuple[np.
     return images, load_images(paths, run.input_size, run.resize_mode).images
 
 
-def app_paths(bundle: Bundle, paths: list[str], labels: np.ndarray, reference_probs: np.ndarray) -> tuple[dict, dict]:
+def app_paths(
+    bundle: Bundle, paths: list[str], labels: np.ndarray, reference_probs: np.ndarray, skip: str = ""
+) -> tuple[dict, dict]:
     """The reference against the bundle run through each app-side implementation that can run here, not through
-    the toolkit's steps; and why each other one could not run.
+    the toolkit's steps; and why each other one could not run (all of them, with ``skip`` saying why).
 
     ``python``: ``app_steps`` (decode, the contract's resize as ``resize.js`` writes it, the manifest's
     arithmetic). ``browser``: the preview page in headless Chromium (the browser's decoder, ``resize.js``, LiteRT.js).
@@ -119,6 +121,8 @@ def app_paths(bundle: Bundle, paths: list[str], labels: np.ndarray, reference_pr
     from app_steps import app_classify
     from toolkit.preview.browser import browser_classify, unavailable
 
+    if skip:
+        return {}, dict.fromkeys(("python", "browser"), skip)
     python, _, _ = app_classify(bundle.path, [Path(path) for path in paths])
     measured, skipped = {"python": compare(labels, reference_probs, python)}, {}
     reason = unavailable()
@@ -127,6 +131,15 @@ def app_paths(bundle: Bundle, paths: list[str], labels: np.ndarray, reference_pr
     else:
         measured["browser"] = compare(labels, reference_probs, browser_classify(bundle.path, paths))
     return measured, skipped
+
+
+def app_failures(measured: dict, gate: Gate) -> list[str]:
+    """Each app path is held to the same top-1 agreement as the toolkit's path."""
+    return [
+        f"the app's steps ({name}): top-1 agreement {path['top1_agreement']:.2%} < {gate.min_agreement:.0%}"
+        for name, path in measured.items()
+        if path["top1_agreement"] < gate.min_agreement
+    ]
 
 
 def _device_predictions(path: Path, bundle: Bundle, ids: np.ndarray, split: str) -> np.ndarray:
@@ -215,8 +228,7 @@ def measure_drift(
     """The full drift report of ``bundle`` (or of device ``predictions``) against ``run``'s reference.
 
     ``model`` is the run's float model if the caller has it loaded already (export does: loading takes seconds).
-    Without ``apps_when_failing``, a bundle that already fails on the toolkit's path skips the app paths (a browser
-    pass is the slowest part): ``export --selective`` measures them only where they can still decide.
+    Without ``apps_when_failing`` (a ``--selective`` retry follows), failing here skips the slow app paths.
     """
     import keras
 
@@ -239,17 +251,9 @@ def measure_drift(
     total = compare(labels, reference_probs, exported)
     referral = referral_report(operating_points(bundle, run), labels, reference_probs, exported)
     failures = gate_failures(total, gate, referral)
-    if predictions is not None:
-        measured, skipped = {}, {}
-    elif failures and not apps_when_failing:
-        measured, skipped = {}, dict.fromkeys(("python", "browser"), "the gate failed before them: a retry follows")
-    else:
-        measured, skipped = app_paths(bundle, paths, labels, reference_probs)
-    failures += [
-        f"the app's steps ({name}): top-1 agreement {path['top1_agreement']:.2%} < {gate.min_agreement:.0%}"
-        for name, path in measured.items()
-        if path["top1_agreement"] < gate.min_agreement
-    ]
+    skip = "the gate failed before them: a retry follows" if failures and not apps_when_failing else ""
+    measured, skipped = ({}, {}) if predictions is not None else app_paths(bundle, paths, labels, reference_probs, skip)
+    failures += app_failures(measured, gate)
     return {
         "bundle": portable_path(bundle.path, bundle.path),  # the report may be committed with the bundle
         "run": portable_path(run.path, bundle.path),
