@@ -178,7 +178,9 @@ def test_fit_runs_on_both_keras_backends(backend):
     assert result.stdout.strip().endswith(f"{backend} ok")
 
 
-@pytest.mark.parametrize(("preset", "rotation", "zoom"), [("notebook", 10, 0.1), ("dermoscopy", 180, 0.2)])
+@pytest.mark.parametrize(
+    ("preset", "rotation", "zoom"), [("notebook", 10, 0.1), ("dermoscopy", 180, 0.2), ("dermoscopy_colour", 180, 0.2)]
+)
 def test_augmentation_presets_turn_and_zoom_as_far_as_readme_says(preset, rotation, zoom):
     """``dermoscopy`` turns a lesion any way (it has no up) and zooms 20%; ``notebook`` keeps ImageDataGenerator's
     10 degrees and 10%. Read off the affine matrix each image gets, flips left out."""

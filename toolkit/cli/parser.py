@@ -92,7 +92,7 @@ def _add_train(commands, common) -> None:
         default=presets[field_defaults(TrainConfig)["augment"]],
         choices=AUGMENT_PRESETS,
         help="notebook: the original ImageDataGenerator settings; dermoscopy: any rotation, more zoom and "
-        "contrast, a gain per colour channel; default %(default)s",
+        "contrast; dermoscopy_colour: also a gain per colour channel; default %(default)s",
     )
     choices = {
         "resize_mode": RESIZE_MODES,
