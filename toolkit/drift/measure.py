@@ -118,11 +118,11 @@ def app_paths(
     ``python``: ``app_steps`` (decode, the contract's resize as ``resize.js`` writes it, the manifest's
     arithmetic). ``browser``: the preview page in headless Chromium (the browser's decoder, ``resize.js``, LiteRT.js).
     """
+    if skip:
+        return {}, dict.fromkeys(("python", "browser"), skip)
     from app_steps import app_classify
     from toolkit.preview.browser import browser_classify, unavailable
 
-    if skip:
-        return {}, dict.fromkeys(("python", "browser"), skip)
     python, _, _ = app_classify(bundle.path, [Path(path) for path in paths])
     measured, skipped = {"python": compare(labels, reference_probs, python)}, {}
     reason = unavailable()
