@@ -65,6 +65,8 @@ RECIPES: dict[str, dict] = {
         # mixup 0.2 over 40 epochs, on val against the 30-epoch recipe without it (2026-12-02): balanced accuracy
         # 0.743 vs 0.7225, macro-F1 0.736 vs 0.709 after the decision rule: adopted
         "mixup": 0.2,
+        # a gain per colour channel, for other dermatoscopes' white balance (2026-12-03, rule in the research log)
+        "augment": "dermoscopy_colour",
         "lr_head": 1e-3,
         "lr_finetune": 1e-4,
     },
