@@ -15,13 +15,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import HAM, SHIPPED
+from conftest import HAM, REPO, SHIPPED
 
 from app_steps import app_resize
 from toolkit.base.classes import CLASSES
 from toolkit.base.errors import ToolkitError
 from toolkit.base.runtime import dequantize_output, quantize_input
 from toolkit.data.images import decode_image, resize_image
+from toolkit.data.resize import padded_size
 from toolkit.export.bundle import NOT_A_DEVICE, Bundle
 from toolkit.export.verify import REEXPORT
 
@@ -92,7 +93,9 @@ def test_output_dequantization_uses_scale_and_zero_point():
 
 def test_the_shipped_bundle_reads_as_its_manifest_says(bundle):
     opened = Bundle.open(bundle)
-    assert opened.labels == list(CLASSES) and opened.input_size == 176 and opened.resize_mode == "squash"
+    trained = json.loads((REPO / opened.manifest["source"]["run"] / "config.json").read_text())  # its run
+    assert opened.labels == list(CLASSES) and opened.input_size == trained["input_size"] > 0
+    assert opened.resize_mode == trained["resize_mode"] == "squash"
     assert not opened.is_demo and opened.demo_warning() is None
     default, points = opened.operating_points()
     assert default == "malignant_sens95" and [p.name for p in points][:2] == ["malignant_sens90", default]
@@ -108,7 +111,7 @@ def test_predict_feeds_the_manifests_preprocessing_to_the_model(bundle):
     images = opened.load([str(path) for path in IMAGES])
     assert np.array_equal(images[1], opened.preprocess(IMAGES[1]))
     rgb = cv2.cvtColor(cv2.imread(str(IMAGES[1])), cv2.COLOR_BGR2RGB)
-    assert np.array_equal(images[1], app_resize(rgb, 176, "squash"))  # the contract, as the app computes it
+    assert np.array_equal(images[1], app_resize(rgb, opened.input_size, "squash"))  # the contract, as an app does it
     probs = opened.predict(images)
     direct = Interpreter(str(bundle / "model.tflite"))
     direct.allocate_tensors()
@@ -225,7 +228,7 @@ def test_open_refuses_a_broken_bundle_by_file(bundle, damage, message):
     [
         (
             lambda m: m["input"].update(shape=[1, 160, 160, 3]),
-            "input.shape [1, 160, 160, 3], but {model} has [1, 176, ",
+            "input.shape [1, 160, 160, 3], but {model} has [1, {size}, ",
         ),
         (lambda m: m["input"].update(dtype="uint8"), "input.dtype 'uint8', but {model} has 'float32'"),
         (lambda m: m["output"].update(scale=0.5), "output.scale 0.5, but {model} has 1.0"),
@@ -235,10 +238,12 @@ def test_open_refuses_a_broken_bundle_by_file(bundle, damage, message):
 )
 def test_the_model_must_have_the_tensors_the_manifest_says(bundle, change, message):
     """A manifest that disagrees with its model is refused before any answer (scale 0.5 once printed mel 75.0)."""
+    size = Bundle.open(bundle).input_size
     edit_manifest(bundle, change)
     with pytest.raises(ToolkitError) as error:
         Bundle.open(bundle).interpreter()
-    assert str(error.value).startswith(f"{bundle}/manifest.json says " + message.format(model=bundle / "model.tflite"))
+    said = message.format(model=bundle / "model.tflite", size=size)
+    assert str(error.value).startswith(f"{bundle}/manifest.json says {said}")
 
 
 def test_input_and_output_follow_the_manifests_dtype_scale_and_zero_point(bundle):
@@ -254,11 +259,12 @@ def test_input_and_output_follow_the_manifests_dtype_scale_and_zero_point(bundle
 def test_loading_follows_the_manifests_resize_mode(bundle):
     edit_manifest(bundle, lambda m: m["preprocessing"].update(resize_mode="pad"))
     opened = Bundle.open(bundle)
-    padded = resize_image(decode_image(IMAGES[0]), 176, "pad")
+    padded = resize_image(decode_image(IMAGES[0]), opened.input_size, "pad")
     assert np.array_equal(opened.load([str(IMAGES[0])])[0], padded) and np.array_equal(
         opened.preprocess(IMAGES[0]), padded
     )
-    assert padded[:22].max() == 0  # 200x150 -> 176x132: 22 black rows above
+    above = (opened.input_size - padded_size(200, 150, opened.input_size)[1]) // 2  # 176 px: 132 rows, 22 above
+    assert padded[:above].max() == 0 and padded[above].max() > 0
 
 
 def test_threads_and_xnnpack_reach_the_interpreter_and_probabilities_are_float32(bundle, monkeypatch):
