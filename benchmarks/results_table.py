@@ -138,8 +138,8 @@ def shipped_table() -> str:
 
 
 LEVERS = {  # variant in train_levers.json: what README calls it
-    "finetune_144": "progressive resizing, 144 px",
-    "finetune_112": "112 px",
+    "finetune_144": "at 144 px",
+    "finetune_112": "at 112 px",
     "threads_intra2_inter1": "2 intra-op and 1 inter-op threads",
     "threads_intra1_inter1": "1 and 1",
 }
@@ -157,7 +157,7 @@ def levers_line() -> list[str]:
     return [
         "",
         f"What each training lever bought, in images per second of a training step measured side by side in one run "
-        f"(`benchmarks/results/train_levers.json`, {result['date']}): the recipe's 176 px fine-tune "
+        f"(`benchmarks/results/train_levers.json`, {result['date']}): the whole backbone's fine-tune at 176 px "
         f"{variants['finetune_176']['images_per_second']:.1f}; {'; '.join(speed)}; the head phase on cached backbone "
         f"features {cached['images_per_second']:.1f} against {through['images_per_second']:.1f} through the backbone "
         f"({cached['images_per_second'] / through['images_per_second']:.2f}x, the recipe uses it).",
