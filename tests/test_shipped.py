@@ -105,3 +105,18 @@ def test_the_golden_images_are_synthetic(shipped):
         committed = cv2.imread(str(shipped[1] / "golden" / name), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(committed.reshape(shape)[..., ::-1] if shape[2] == 3 else committed.reshape(shape),
                               golden_image(*shape, seed)), name  # fmt: skip
+
+
+def test_readme_and_results_tables_are_what_the_committed_json_generates(monkeypatch):
+    """README's shipped table and docs/results.md are regenerated from the result JSONs, never typed: a result
+    committed without ``results_table.py --readme`` leaves them stale (latencies and the chain time once did)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # results_table imports its neighbour common.py
+    generator = importlib.import_module("results_table")
+    readme, results = generator.README.read_text(), generator.RESULTS_PAGE.read_text()
+    shipped = generator._replace(generator.README, generator.SHIPPED_START, generator.SHIPPED_END,
+                                 generator.shipped_table())  # fmt: skip
+    assert shipped == readme, "README.md is stale: run .venv/bin/python benchmarks/results_table.py --readme"
+    tables = generator._replace(generator.RESULTS_PAGE, generator.START, generator.END, generator.tables())
+    assert tables == results, "docs/results.md is stale: run .venv/bin/python benchmarks/results_table.py --readme"
