@@ -40,7 +40,7 @@ class AugmentConfig:
 AUGMENT_PRESETS: dict[str, AugmentConfig | None] = {
     "notebook": AugmentConfig(),
     "dermoscopy": AugmentConfig(rotation=180.0, shift=0.1, zoom=0.2, brightness=0.1, contrast=0.2),
-    # a lever still to measure on val over the full recipe (docs/research-log.md, 2026-12-03): not yet the recipe's
+    # not the recipe's: with 144 px it lost on val over the full recipe (docs/research-log.md, 2026-12-03)
     "dermoscopy_colour": AugmentConfig(rotation=180.0, shift=0.1, zoom=0.2, brightness=0.1, contrast=0.2, colour=0.1),
     "none": None,
 }
