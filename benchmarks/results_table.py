@@ -177,6 +177,14 @@ def tables() -> str:
     return "\n\n".join(part for part in parts if part)
 
 
+def regenerated() -> dict[Path, str]:
+    """README.md and docs/results.md as they should read, both checked for their markers before either is written."""
+    return {
+        README: _replace(README, SHIPPED_START, SHIPPED_END, shipped_table()),
+        RESULTS_PAGE: _replace(RESULTS_PAGE, START, END, tables()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -188,16 +196,10 @@ def main() -> None:
         f"docs/results.md's {START} block",
     )
     args = parser.parse_args()
-    text, shipped = tables(), shipped_table()
     if not args.write:
-        print(f"{shipped}\n\n{text}")
+        print(f"{shipped_table()}\n\n{tables()}")
         return
-    # both checked before either is written
-    updates = {
-        README: _replace(README, SHIPPED_START, SHIPPED_END, shipped),
-        RESULTS_PAGE: _replace(RESULTS_PAGE, START, END, text),
-    }
-    for path, updated in updates.items():
+    for path, updated in regenerated().items():
         path.write_text(updated)
         print(f"updated {path}")
 
