@@ -65,12 +65,11 @@ class RunLayout:
     def confusion(self) -> Path:
         return self.path / "confusion_matrix.png"
 
-    @property
-    def after_head(self) -> Path:
-        return self.path / "after_head.weights.h5"  # while training: the head phase's end, for resuming
+    def after(self, stage: str) -> Path:
+        return self.path / f"after_{stage}.weights.h5"  # while training: a stage's end, for resuming
 
-    def backup(self, phase: str) -> Path:
-        return self.path / f"backup_{phase}"  # while training: Keras's BackupAndRestore
+    def backup(self, stage: str) -> Path:
+        return self.path / f"backup_{stage}"  # while training: Keras's BackupAndRestore
 
     @property
     def snapshots(self) -> Path:
@@ -91,4 +90,4 @@ class RunLayout:
 
     def leftovers(self) -> tuple[Path, ...]:
         """What only training and resuming need; removed once the run is finished."""
-        return (self.after_head, self.backup("head"), self.backup("finetune"), self.snapshots)
+        return (*self.path.glob("after_*.weights.h5"), *self.path.glob("backup_*"), self.snapshots)

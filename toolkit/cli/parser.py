@@ -101,7 +101,13 @@ def _add_train(commands, common) -> None:
         "imbalance": IMBALANCE_MODES,
         "decision": DECISIONS,
     }
-    metavars = {"mixup": "ALPHA", "average_last": "N", "limit": "N"}
+    metavars = {
+        "mixup": "ALPHA",
+        "average_last": "N",
+        "limit": "N",
+        "progressive_size": "PX",
+        "progressive_epochs": "N",
+    }
     add_fields(train, TrainConfig, TRAIN_HELP, choices, skip=("data", "augment"), metavars=metavars)
     train.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/NAME")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")

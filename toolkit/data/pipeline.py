@@ -32,7 +32,8 @@ class ImageBatches(keras.utils.PyDataset):
 
     Data-parallel training: ``shard`` (process index, process count) makes each process build only its slice of
     every global batch, and ``multiple_of`` (the device count) trims a last, short batch to a multiple of it, as
-    a sharded batch must be. Mixup pairs images within the process's slice.
+    a sharded batch must be. Mixup pairs images within the process's slice. ``epoch``: the first epoch's number,
+    for a ``fit`` that carries on from another's.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class ImageBatches(keras.utils.PyDataset):
         mixup: float = 0.0,
         shard: tuple[int, int] = (0, 1),
         multiple_of: int = 1,
+        epoch: int = 0,
     ):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         if imbalance not in IMBALANCE_MODES:
@@ -60,7 +62,7 @@ class ImageBatches(keras.utils.PyDataset):
         check_mixup(mixup)
         self.images, self.labels = images, np.asarray(labels, np.int64)
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
-        self.imbalance, self.seed, self.epoch, self.mixup = imbalance, seed, 0, mixup
+        self.imbalance, self.seed, self.epoch, self.mixup = imbalance, seed, epoch, mixup
         self.shard, self.multiple_of = shard, multiple_of
         self.weights = class_weights(self.labels, class_weight_power) if imbalance == "class_weight" else None
         self.order = self._epoch_order()

@@ -41,20 +41,27 @@ def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 
-def build_backbone(arch: str, input_size: int, weights: str = "imagenet", alpha: float = 1.0) -> keras.Model:
-    """A headless backbone; ``weights`` is ``imagenet``, ``none`` or the path to a weights file."""
+def build_backbone(
+    arch: str, input_size: int, weights: str = "imagenet", alpha: float = 1.0, flexible: bool = False
+) -> keras.Model:
+    """A headless backbone; ``weights`` is ``imagenet``, ``none`` or the path to a weights file.
+
+    ``flexible``: it takes any input size (``input_size`` is still checked), as progressive resizing needs.
+    """
     spec = backbone_spec(arch)
     if spec.alphas and alpha not in spec.alphas:
         raise ToolkitError(f"received alpha={alpha} for {arch}; expected one of {', '.join(map(str, spec.alphas))}")
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
         raise ToolkitError(f"weights file not found: {weights}")
-    shape = (input_size, input_size, 3)
+    shape = (None, None, 3) if flexible else (input_size, input_size, 3)
     build = getattr(keras.applications, spec.application)
     options = {"alpha": alpha} if spec.alphas else {}  # DenseNet has no width multiplier
     try:
         backbone = build(
             **options, include_top=False, weights=None if weights != "imagenet" else "imagenet", input_shape=shape
         )
+        if flexible:
+            backbone.compute_output_shape((1, input_size, input_size, 3))  # refuses a size the backbone cannot take
     except ValueError as error:
         raise ToolkitError(f"{arch} cannot take input size {input_size}: {str(error).splitlines()[0]}") from None
     except Exception as error:  # Keras raises a bare Exception when the download fails
@@ -82,10 +89,14 @@ def build_classifier(
     weights: str = "imagenet",
     alpha: float = 1.0,
     dropout: float = 0.2,
+    flexible: bool = False,
 ) -> keras.Model:
-    """Raw RGB in, class probabilities out: normalise -> backbone -> global pooling -> dropout -> softmax."""
+    """Raw RGB in, class probabilities out: normalise -> backbone -> global pooling -> dropout -> softmax.
+
+    The model's input has one size; with ``flexible`` its layers also run at others (:func:`at_size`).
+    """
     input_size = input_size or backbone_spec(arch).default_size
-    backbone = build_backbone(arch, input_size, weights, alpha)
+    backbone = build_backbone(arch, input_size, weights, alpha, flexible)
     inputs = keras.Input((input_size, input_size, 3), name="image")
     x = normalisation_layer(arch)(inputs)
     x = backbone(x)  # the BatchNorm fix is in set_phase: a call-time training=False would not survive fit
@@ -99,6 +110,16 @@ def build_classifier(
 
 def backbone_of(model: keras.Model) -> keras.Model:
     return next(layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name != "head")
+
+
+def at_size(model: keras.Model, size: int) -> keras.Model:
+    """``model``'s own layers (weights shared) on ``size`` x ``size`` input: progressive resizing trains this one.
+
+    Only for a model built with ``flexible=True``: a fixed-size backbone refuses other sizes.
+    """
+    inputs = keras.Input((size, size, 3), name="image")
+    features = model.get_layer("pool")(backbone_of(model)(model.get_layer("normalise")(inputs)))
+    return keras.Model(inputs, model.get_layer("head")(features), name=f"{model.name}_{size}px")
 
 
 def boundary_index(backbone: keras.Model, arch: str, boundary: str | int) -> int:

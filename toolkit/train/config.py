@@ -19,6 +19,17 @@ DECISIONS = (*OBJECTIVES, "none")
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One ``fit`` call: a phase at one input size, from epoch ``first_epoch`` up to (not including) ``end_epoch``."""
+
+    name: str  # its history rows, its backup and its checkpoint go by this name
+    phase: str  # head or finetune: what trains (see :func:`toolkit.model.classifier.set_phase`)
+    size: int
+    first_epoch: int
+    end_epoch: int
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything needed to rerun a training run; saved as ``config.json`` in the run folder."""
 
@@ -48,6 +59,8 @@ class TrainConfig:
     decision: str = "macro_f1"  # prior shift chosen on val by this metric, then temperature; "none": neither
     patience: int = 5
     average_last: int = 0  # N > 0: also try the mean weights of the last N fine-tune epochs, kept if val prefers it
+    progressive_size: int = 0  # > 0: the fine-tune's first progressive_epochs run at this smaller size (cheaper)
+    progressive_epochs: int = 0
     limit: int = 0  # 0: no limit; else at most this many images per split
     val: float = VAL_SHARE
     test: float = TEST_SHARE
@@ -78,6 +91,22 @@ class TrainConfig:
             raise ToolkitError(f"--devices takes all or a positive number, not {self.devices!r}")
         if self.average_last < 0:
             raise ToolkitError(f"average_last must be 0 (off) or a number of epochs, not {self.average_last}")
+        if (self.progressive_size or self.progressive_epochs) and not (
+            self.progressive_size > 0 and 0 < self.progressive_epochs < self.epochs_finetune
+        ):
+            raise ToolkitError(
+                f"progressive resizing needs a size and 1 to {self.epochs_finetune - 1} of the {self.epochs_finetune} "
+                f"fine-tune epochs: got size {self.progressive_size} for {self.progressive_epochs} epochs"
+            )
+
+    def stages(self, input_size: int) -> tuple[Stage, ...]:
+        """The ``fit`` calls of the run, in order: the head, then the fine-tune (small first, if progressive)."""
+        head = Stage("head", "head", input_size, 0, self.epochs_head)
+        if not self.progressive_size:
+            return head, Stage("finetune", "finetune", input_size, 0, self.epochs_finetune)
+        small_size, small_epochs = self.progressive_size, self.progressive_epochs
+        small = Stage(f"finetune_{small_size}px", "finetune", small_size, 0, small_epochs)
+        return head, small, Stage("finetune", "finetune", input_size, small_epochs, self.epochs_finetune)
 
     @classmethod
     def from_json(cls, payload: dict) -> TrainConfig:

@@ -17,8 +17,8 @@ from toolkit.base.layout import RunLayout
 from toolkit.data.balance import class_weights
 from toolkit.data.pipeline import ImageBatches
 from toolkit.model.backbones import backbone_spec
-from toolkit.model.classifier import predict, set_phase
-from toolkit.train.config import PHASES, TrainConfig
+from toolkit.model.classifier import at_size, predict, set_phase
+from toolkit.train.config import PHASES, Stage, TrainConfig
 from toolkit.train.distribute import LocalCopy, Placement, one_device
 
 
@@ -151,7 +151,7 @@ def uses_bn_fix(config: TrainConfig) -> bool:
     return config.bn_fix and config.weights != "none"
 
 
-def _fit_inputs(model, config, phase, train, val_images, placement: Placement, features_model=None):
+def _fit_inputs(model, config, phase, train, val_images, placement: Placement, features_model=None, first_epoch=0):
     """What ``fit`` trains (the model, or its head on cached features), its val inputs and its ``fit`` data."""
     train_images, train_labels = train
     if features_model is not None:  # the fast path: the frozen backbone runs once, the head trains on its output
@@ -181,33 +181,45 @@ def _fit_inputs(model, config, phase, train, val_images, placement: Placement, f
             mixup=config.mixup if phase == "finetune" else 0.0,
             shard=(placement.process_id, placement.processes),
             multiple_of=len(placement.devices),
+            epoch=first_epoch,
         )
         data = {"x": batches, "shuffle": False}  # the batches shuffle themselves, by seed; Keras would draw its own
     return fit_model, val_inputs, data
 
 
-def fit_phase(model, config, phase, run, state, train, val, placement: Placement, features_model=None) -> None:
-    """One phase: compile, fit (resuming from its backup), and mark it done in the state."""
-    clock = PhaseClock(state, phase)
+def fit_phase(
+    model, config, stage: Stage, run, state, train, val, placement: Placement, features_model=None, optimizer=None
+) -> keras.optimizers.Optimizer:
+    """One stage: compile, fit (resuming from its backup), and mark it done in the state.
+
+    ``optimizer``: the previous stage's, when this one carries on its phase at another size (its moments and
+    its schedule's step go on). Returns the optimizer, for the next stage.
+    """
+    phase, clock, final_size = stage.phase, PhaseClock(state, stage.name), model.input_shape[1]
     epochs = config.epochs_head if phase == "head" else config.epochs_finetune
     boundary = config.boundary or backbone_spec(config.arch).default_boundary
     set_phase(model, config.arch, phase, boundary, uses_bn_fix(config))
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     learning_rate = config.lr_head if phase == "head" else config.lr_finetune
-    fit_model, val_inputs, data = _fit_inputs(model, config, phase, train, val[0], placement, features_model)
+    trained = model if stage.size == final_size else at_size(model, stage.size)
+    fit_model, val_inputs, data = _fit_inputs(
+        trained, config, phase, train, val[0], placement, features_model, stage.first_epoch
+    )
     val_labels = val[1]
     steps_per_epoch = len(data["x"]) if features_model is None else -(-len(data["x"]) // config.batch_size)
-    fit_model.compile(_optimizer(config, learning_rate, epochs, steps_per_epoch), loss)
-    # Built now, not in the first step: TensorFlow traces a step that creates variables twice (14 s for a
-    # small MobileNetV2 on 2 cores).
-    fit_model.optimizer.build(fit_model.trainable_variables)
-    keep = config.average_last if phase == "finetune" else 0
+    fit_model.compile(optimizer or _optimizer(config, learning_rate, epochs, steps_per_epoch), loss)
+    if not fit_model.optimizer.built:
+        # Built now, not in the first step: TensorFlow traces a step that creates variables twice (14 s for a
+        # small MobileNetV2 on 2 cores).
+        fit_model.optimizer.build(fit_model.trainable_variables)
+        fit_model.optimizer.iterations.assign(stage.first_epoch * steps_per_epoch)  # resumed after a small stage
+    keep = config.average_last if phase == "finetune" and stage.size == final_size else 0
     local, chief = LocalCopy(fit_model, placement), placement.chief
     callbacks = [
         EpochReport(
-            model, val_inputs, val_labels, run, phase, state, config.label_smoothing, clock, local, chief, keep
+            model, val_inputs, val_labels, run, stage.name, state, config.label_smoothing, clock, local, chief, keep
         ),
-        ChiefBackup(str(RunLayout(run).backup(phase)), local, chief),
+        ChiefBackup(str(RunLayout(run).backup(stage.name)), local, chief),
         keras.callbacks.EarlyStopping("val_balanced_accuracy", patience=config.patience, mode="max"),
     ]
     if config.schedule == "plateau":
@@ -216,15 +228,23 @@ def fit_phase(model, config, phase, run, state, train, val, placement: Placement
         )
     verbose = 1 if sys.stdout.isatty() else 2  # a progress bar on a terminal, a line per epoch in a log
     quiet = features_model is not None or not placement.chief
-    fit_model.fit(**data, epochs=epochs, callbacks=callbacks, verbose=0 if quiet else verbose)
-    state["done"] = [*state.get("done", []), phase]
+    fit_model.fit(
+        **data,
+        initial_epoch=stage.first_epoch,
+        epochs=stage.end_epoch,
+        callbacks=callbacks,
+        verbose=0 if quiet else verbose,
+    )
+    state["done"] = [*state.get("done", []), stage.name]
+    if stage.size != final_size:  # its epochs were validated at their own size: only full-size epochs compete
+        state.pop("best_val_balanced_accuracy", None)
     local.sync()  # in every process, as the copy is what process 0 saves
     if chief:
-        if phase == "head":
-            with one_device():
-                (local.copy if local.distributed else model).save_weights(RunLayout(run).after_head)
+        with one_device():
+            (local.copy if local.distributed else model).save_weights(RunLayout(run).after(stage.name))
         clock.charge()
         save_state(run, state)
+    return fit_model.optimizer
 
 
 def mean_weights(weight_lists: list[list[np.ndarray]]) -> list[np.ndarray]:

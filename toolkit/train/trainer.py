@@ -36,7 +36,7 @@ from toolkit.data.readers import check_classes, read_splits
 from toolkit.data.split import run_split, write_splits
 from toolkit.model.backbones import backbone_spec
 from toolkit.model.classifier import build_classifier, predict
-from toolkit.train.config import PHASES, TrainConfig
+from toolkit.train.config import TrainConfig
 from toolkit.train.decision import fit_decision, fold_into_head
 from toolkit.train.distribute import Cluster, Placement, join, place, release
 from toolkit.train.fit import average_snapshots, fit_phase, save_state, uses_bn_fix
@@ -116,7 +116,9 @@ def _train(config: TrainConfig, out: Path, resume: bool, force: bool, demo_root:
     input_size = config.input_size or backbone_spec(config.arch).default_size
     if config.bn_fix and not uses_bn_fix(config) and chief:
         print("weights none: BatchNorm trains (the BatchNorm fix only protects pretrained statistics)", flush=True)
-    model = build_classifier(config.arch, input_size, config.weights, config.alpha, config.dropout)
+    _check_progressive(config, input_size, placement)
+    flexible = config.progressive_size > 0
+    model = build_classifier(config.arch, input_size, config.weights, config.alpha, config.dropout, flexible)
     if resume or not chief:
         return _fit_and_finish(model, config, table, partial, out, input_size, placement, started, resume)
     shutil.rmtree(partial, ignore_errors=True)
@@ -150,19 +152,27 @@ def _fit_and_finish(
     distributed = placement.distributed
     device = f"{len(placement.devices)} devices: " + "; ".join(placement.devices) if distributed else training_device()
     state.update(backend=keras.backend.backend(), device=device, devices=list(placement.devices))
-    head_done_before = "head" in state.get("done", [])
+    done_before = set(state.get("done", []))
 
-    train_set, val_set = (_split_arrays(table, split, input_size, config.resize_mode) for split in ("train", "val"))
+    arrays = {input_size: _train_and_val(table, input_size, config.resize_mode)}
+    val_set = arrays[input_size][1]
     seconds = state.setdefault("seconds", {})
     seconds["prepare"] = seconds.get("prepare", 0.0) + time.monotonic() - started  # split, decode and resize
-    for phase in PHASES:
-        if phase in state.get("done", []):
+    stages, optimizer = config.stages(input_size), None
+    for index, stage in enumerate(stages):
+        if stage.name in done_before:
             continue
-        if phase == "finetune" and head_done_before and RunLayout(partial).after_head.exists():
-            model.load_weights(RunLayout(partial).after_head)
-        cached = phase == "head" and not config.augment_head and bn_fix and not distributed  # one device only
+        previous = stages[index - 1] if index else None
+        if previous and previous.name in done_before and RunLayout(partial).after(previous.name).exists():
+            model.load_weights(RunLayout(partial).after(previous.name))
+        if stage.size not in arrays:
+            arrays[stage.size] = _train_and_val(table, stage.size, config.resize_mode)
+        cached = stage.phase == "head" and not config.augment_head and bn_fix and not distributed  # one device only
         features_model = keras.Model(model.input, model.get_layer("pool").output) if cached else None
-        fit_phase(model, config, phase, partial, state, train_set, val_set, placement, features_model)
+        carried = optimizer if previous and previous.phase == stage.phase else None
+        optimizer = fit_phase(
+            model, config, stage, partial, state, *arrays[stage.size], placement, features_model, carried
+        )
     if distributed:
         release()
         if not placement.chief:
@@ -179,6 +189,21 @@ def _fit_and_finish(
     shutil.rmtree(out, ignore_errors=True)
     os.replace(partial, out)
     return out
+
+
+def _check_progressive(config: TrainConfig, input_size: int, placement: Placement) -> None:
+    if not config.progressive_size:
+        return
+    if config.progressive_size >= input_size:
+        raise ToolkitError(
+            f"progressive size {config.progressive_size} must be smaller than the input size {input_size}"
+        )
+    if placement.distributed:
+        raise ToolkitError("progressive resizing trains on one device: pass --devices 1, or leave it off")
+
+
+def _train_and_val(table: pd.DataFrame, input_size: int, resize_mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [_split_arrays(table, split, input_size, resize_mode) for split in ("train", "val")]
 
 
 def _split_arrays(table: pd.DataFrame, split: str, input_size: int, resize_mode: str) -> tuple[np.ndarray, np.ndarray]:
