@@ -68,20 +68,21 @@ def pretrained_moving() -> list[np.ndarray]:
 
 
 def twin(argv: list[str]) -> None:
-    """The ``train`` command, with each process's weights printed after every phase (process 1 writes nothing)."""
+    """The ``train`` command, with each process's weights printed after every stage (process 1 writes nothing)."""
     import hashlib
 
     import toolkit.train.trainer as trainer
     from toolkit.cli import main
 
-    phase = trainer.fit_phase
+    fit_stage = trainer.fit_stage
 
-    def reporting(model, config, name, *args, **kwargs):
-        phase(model, config, name, *args, **kwargs)
+    def reporting(model, config, stage, *args, **kwargs):
+        optimizer = fit_stage(model, config, stage, *args, **kwargs)
         digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in model.get_weights())).hexdigest()
-        print(f"WEIGHTS {name} {digest}", flush=True)
+        print(f"WEIGHTS {stage.name} {digest}", flush=True)
+        return optimizer
 
-    trainer.fit_phase = reporting
+    trainer.fit_stage = reporting
     sys.exit(main(["train", *argv]))
 
 

@@ -187,7 +187,7 @@ def _fit_inputs(model, config, phase, train, val_images, placement: Placement, f
     return fit_model, val_inputs, data
 
 
-def fit_phase(
+def fit_stage(
     model, config, stage: Stage, run, state, train, val, placement: Placement, features_model=None, optimizer=None
 ) -> keras.optimizers.Optimizer:
     """One stage: compile, fit (resuming from its backup), and mark it done in the state.

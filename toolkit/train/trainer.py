@@ -39,7 +39,7 @@ from toolkit.model.classifier import build_classifier, predict
 from toolkit.train.config import TrainConfig
 from toolkit.train.decision import fit_decision, fold_into_head
 from toolkit.train.distribute import Cluster, Placement, join, place, release
-from toolkit.train.fit import average_snapshots, fit_phase, save_state, uses_bn_fix
+from toolkit.train.fit import average_snapshots, fit_stage, save_state, uses_bn_fix
 from toolkit.train.runs import open_run
 
 
@@ -170,7 +170,7 @@ def _fit_and_finish(
         cached = stage.phase == "head" and not config.augment_head and bn_fix and not distributed  # one device only
         features_model = keras.Model(model.input, model.get_layer("pool").output) if cached else None
         carried = optimizer if previous and previous.phase == stage.phase else None
-        optimizer = fit_phase(
+        optimizer = fit_stage(
             model, config, stage, partial, state, *arrays[stage.size], placement, features_model, carried
         )
     if distributed:
