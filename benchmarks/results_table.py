@@ -151,11 +151,8 @@ def levers_line() -> list[str]:
     if not result:
         return []
     variants = result["variants"]
-    shipped = (_load(f"ham10000_{SHIPPED_RECIPE}.json") or {}).get("config", {})
-    used = {f"finetune_{shipped.get('progressive_size')}": f"; the recipe's first {shipped.get('progressive_epochs')} "
-            "fine-tune epochs"}  # fmt: skip
-    speed = [f"{name} {variants[key]['images_per_second']:.1f} ({variants[key]['speed_vs_finetune_176']:.2f}x"
-             f"{used.get(key, '')})" for key, name in LEVERS.items()]  # fmt: skip
+    speed = [f"{name} {variants[key]['images_per_second']:.1f} ({variants[key]['speed_vs_finetune_176']:.2f}x)"
+             for key, name in LEVERS.items()]  # fmt: skip
     cached, through = variants["head_cached"], variants["head_through_backbone"]
     return [
         "",
