@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -121,9 +122,20 @@ class ChiefBackup(keras.callbacks.BackupAndRestore):
         trained, self._model = self._model, self.local.copy
         try:
             with one_device():
-                super()._save_model()
+                self._write_atomically()
         finally:
             self._model = trained
+
+    def _write_atomically(self) -> None:
+        """Keras writes the backup in place, so a kill mid-write leaves a truncated file that ``--resume`` cannot
+        open; each file is written beside its place and renamed there."""
+        Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
+        weights = Path(self._weights_path)
+        partial = weights.with_name("partial." + weights.name)
+        self._model.save_weights(partial, overwrite=True)
+        os.replace(partial, weights)
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}  # what Keras's restore reads
+        write_text(Path(self._training_metadata_path), json.dumps(metadata))
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.chief:
