@@ -27,8 +27,10 @@ def check_writable(path: str | Path) -> None:
         raise ToolkitError(f"cannot write {path}: {error.strerror or error}; choose another place") from None
 
 
-def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
+def write_atomic(path: str | Path, write: Callable[[str], None], suffix: str = ".tmp") -> None:
     """Call ``write(temporary_path)`` and rename the result into place, so an error never leaves half a file.
+
+    ``suffix``: the temporary file's, for writers that insist on one (Keras: ``.keras``, ``.weights.h5``).
 
     A path that cannot be written (a folder, a folder that does not exist, a file where a folder should be, a
     read-only place) is refused in one line naming it.
@@ -36,7 +38,7 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
     path = Path(path)
     check_writable(path)
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as error:
         raise ToolkitError(f"cannot write {path}: {error.strerror or error}") from None
     os.close(handle)

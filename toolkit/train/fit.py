@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.base.classes import CLASSES
-from toolkit.base.io import write_text
+from toolkit.base.io import write_atomic, write_text
 from toolkit.base.layout import RunLayout
 from toolkit.data.balance import class_weights
 from toolkit.data.pipeline import ImageBatches
@@ -87,7 +86,7 @@ class EpochReport(keras.callbacks.Callback):
         marker = ""
         if logs["val_balanced_accuracy"] > best:
             self.state["best_val_balanced_accuracy"] = logs["val_balanced_accuracy"]
-            self.saved.save(RunLayout(self.run).model)
+            write_atomic(RunLayout(self.run).model, self.saved.save, suffix=".keras")
             marker = "  * best, saved"
         if self.keep_snapshots:
             self._snapshot(epoch + 1)
@@ -117,25 +116,14 @@ class ChiefBackup(keras.callbacks.BackupAndRestore):
         self.local, self.chief = local, chief
 
     def _save_model(self) -> None:
+        """Keras's own writes in place: a process killed mid-write left a truncated file ``--resume`` could not open."""
         if not self.chief:
             return
-        trained, self._model = self._model, self.local.copy
-        try:
-            with one_device():
-                self._write_atomically()
-        finally:
-            self._model = trained
-
-    def _write_atomically(self) -> None:
-        """Keras writes the backup in place, so a kill mid-write leaves a truncated file that ``--resume`` cannot
-        open; each file is written beside its place and renamed there."""
         Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
-        weights = Path(self._weights_path)
-        partial = weights.with_name("partial." + weights.name)
-        self._model.save_weights(partial, overwrite=True)
-        os.replace(partial, weights)
+        with one_device():
+            save_weights(self.local.copy, self._weights_path)
         metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}  # what Keras's restore reads
-        write_text(Path(self._training_metadata_path), json.dumps(metadata))
+        write_text(self._training_metadata_path, json.dumps(metadata))
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.chief:
@@ -152,6 +140,11 @@ class PhaseClock:
 
     def charge(self) -> None:
         self.seconds[self.phase] = self.before + time.monotonic() - self.started
+
+
+def save_weights(model: keras.Model, path: str | Path) -> None:
+    """``model``'s weights, renamed into place once whole: training is killed at any moment, then resumed."""
+    write_atomic(path, lambda temporary: model.save_weights(temporary, overwrite=True), suffix=".weights.h5")
 
 
 def save_state(run: Path, state: dict) -> None:
@@ -253,7 +246,7 @@ def fit_stage(
     local.sync()  # in every process, as the copy is what process 0 saves
     if chief:
         with one_device():
-            (local.copy if local.distributed else model).save_weights(RunLayout(run).after(stage.name))
+            save_weights(local.copy if local.distributed else model, RunLayout(run).after(stage.name))
         clock.charge()
         save_state(run, state)
     return fit_model.optimizer
