@@ -49,7 +49,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check toolkit tests benchmarks research app_steps
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations 25  # the slowest, for keeping CI short
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check toolkit tests benchmarks research app_steps

@@ -60,8 +60,9 @@ RECIPES: dict[str, dict] = {
         "boundary": "all",
         "epochs_head": 2,
         "epochs_finetune": 40,  # with mixup: 30 epochs of it lost macro-F1 on val (0.700 vs 0.709), 40 won (below)
-        # the first 20 fine-tune epochs at 112 px (--progressive-size 112 --progressive-epochs 20) lost on val
-        # (2026-12-03): balanced accuracy 0.724 vs 0.742, macro-F1 0.725 vs 0.735 after the decision rule
+        # progressive resizing lost on val twice (2026-12-03), after the decision rule against 0.742 / 0.735: the first
+        # 20 of 40 fine-tune epochs at 112 px scored balanced accuracy 0.724, macro-F1 0.725; 10 epochs at 112 px before
+        # 40 at 176 (50 in all) scored 0.734, 0.714
         "schedule": "cosine",  # on val, against plateau: balanced accuracy 0.741 vs 0.723, macro-F1 0.721 vs 0.709
         "patience": 14,
         "average_last": 10,  # tried on val, kept if it beats the best epoch: epochs 31-40 scored 0.725 vs 0.743
