@@ -69,6 +69,7 @@ RECIPES: dict[str, dict] = {
         # mixup 0.2 over 40 epochs, on val against the 30-epoch recipe without it (2026-12-02): balanced accuracy
         # 0.743 vs 0.7225, macro-F1 0.736 vs 0.709 after the decision rule: adopted
         "mixup": 0.2,
+        "ema": 0.999,  # candidate (2026-12-03, rule in docs/research-log.md): the average of about the last 1000 steps
         "lr_head": 1e-3,
         "lr_finetune": 1e-4,
     },

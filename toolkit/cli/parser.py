@@ -104,6 +104,7 @@ def _add_train(commands, common) -> None:
     metavars = {
         "mixup": "ALPHA",
         "average_last": "N",
+        "ema": "MOMENTUM",
         "limit": "N",
         "progressive_size": "PX",
         "progressive_epochs": "N",

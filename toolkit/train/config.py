@@ -59,6 +59,7 @@ class TrainConfig:
     decision: str = "macro_f1"  # prior shift chosen on val by this metric, then temperature; "none": neither
     patience: int = 5
     average_last: int = 0  # N > 0: also try the mean weights of the last N fine-tune epochs, kept if val prefers it
+    ema: float = 0.0  # > 0: momentum of a moving average of the fine-tune's weights, used in their place; 0: off
     progressive_size: int = 0  # > 0: the fine-tune's first progressive_epochs run at this smaller size (cheaper)
     progressive_epochs: int = 0
     limit: int = 0  # 0: no limit; else at most this many images per split
@@ -89,6 +90,8 @@ class TrainConfig:
         check_mixup(self.mixup)
         if self.devices != "all" and not (self.devices.isdigit() and int(self.devices) > 0):
             raise ToolkitError(f"--devices takes all or a positive number, not {self.devices!r}")
+        if not 0 <= self.ema < 1:
+            raise ToolkitError(f"ema must be 0 (off) or a momentum below 1 (0.999 is usual), not {self.ema}")
         if self.average_last < 0:
             raise ToolkitError(f"average_last must be 0 (off) or a number of epochs, not {self.average_last}")
         if (self.progressive_size or self.progressive_epochs) and not (

@@ -20,17 +20,20 @@ from toolkit.model.backbones import backbone_spec
 from toolkit.model.classifier import at_size, predict, set_phase
 from toolkit.train.config import PHASES, Stage, TrainConfig
 from toolkit.train.distribute import LocalCopy, Placement, one_device
+from toolkit.train.ema import AverageAtEpochEnd, ema_options
 
 
-def _optimizer(config: TrainConfig, peak: float, epochs: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+def _optimizer(config: TrainConfig, phase: str, epochs: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    peak = config.lr_head if phase == "head" else config.lr_finetune
+    ema = ema_options(config.ema if phase == "finetune" else 0.0)  # a head's few epochs have nothing to average
     learning_rate = peak
     if config.schedule == "cosine":  # a warm-up keeps the first large steps from wrecking pretrained features
         learning_rate = keras.optimizers.schedules.CosineDecay(
             0.0, max(1, (epochs - 1) * steps_per_epoch), warmup_target=peak, warmup_steps=steps_per_epoch
         )
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
-    return keras.optimizers.Adam(learning_rate)
+        return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay, **ema)
+    return keras.optimizers.Adam(learning_rate, **ema)
 
 
 class EpochReport(keras.callbacks.Callback):
@@ -205,14 +208,13 @@ def fit_stage(
     boundary = config.boundary or backbone_spec(config.arch).default_boundary
     set_phase(model, config.arch, phase, boundary, uses_bn_fix(config))
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
-    learning_rate = config.lr_head if phase == "head" else config.lr_finetune
     trained = model if stage.size == final_size else at_size(model, stage.size)
     fit_model, val_inputs, data = _fit_inputs(
         trained, config, phase, train, val[0], placement, features_model, stage.first_epoch
     )
     val_labels = val[1]
     steps_per_epoch = len(data["x"]) if features_model is None else -(-len(data["x"]) // config.batch_size)
-    fit_model.compile(optimizer or _optimizer(config, learning_rate, epochs, steps_per_epoch), loss)
+    fit_model.compile(optimizer or _optimizer(config, phase, epochs, steps_per_epoch), loss)
     if not fit_model.optimizer.built:
         # Built now, not in the first step: TensorFlow traces a step that creates variables twice (14 s for a
         # small MobileNetV2 on 2 cores).
@@ -220,7 +222,9 @@ def fit_stage(
         fit_model.optimizer.iterations.assign(stage.first_epoch * steps_per_epoch)  # resumed after a small stage
     keep = config.average_last if phase == "finetune" and stage.size == final_size else 0
     local, chief = LocalCopy(fit_model, placement), placement.chief
+    averaging = [AverageAtEpochEnd()] if fit_model.optimizer.use_ema else []  # first: the others see the average
     callbacks = [
+        *averaging,
         EpochReport(
             model, val_inputs, val_labels, run, stage.name, state, config.label_smoothing, clock, local, chief, keep
         ),
