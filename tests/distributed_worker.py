@@ -33,6 +33,7 @@ def tiny(data: str, weights: str, devices: str) -> TrainConfig:
         boundary="all",
         lr_finetune=1e-5,
         mixup=0.2,
+        ema=0.9,  # the moving average as well: each device's copy of it must agree too
         decision="none",
         devices=devices,
     )

@@ -121,7 +121,7 @@ def test_interrupted_training_resumes_without_losing_an_epoch(tmp_path, monkeypa
     monkeypatch.setattr(EpochReport, "on_epoch_end", interrupt_after_first_finetune_epoch)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        train(replace(TINY, schedule="cosine", average_last=2), out)
+        train(replace(TINY, schedule="cosine", average_last=2, ema=0.9), out)  # the average restarts on resume
     partial = out.with_name("resumed.partial")
     assert len(pd.read_csv(partial / "history.csv")) == 2 and not out.exists()
     assert [p.name for p in RunLayout(partial).snapshots.iterdir()] == ["epoch_001.npz"]

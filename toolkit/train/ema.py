@@ -39,7 +39,7 @@ class AverageAtEpochEnd(keras.callbacks.Callback):
             self.model.optimizer.build(self.model.trainable_variables)
         if not self.started:
             for variable, average in self._pairs():
-                average.assign(variable)
+                average.assign(_copy(variable))
             self.started = True
         elif self.trained is not None:
             for (variable, _), trained in zip(self._pairs(), self.trained, strict=True):
@@ -49,5 +49,10 @@ class AverageAtEpochEnd(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.trained = []
         for variable, average in self._pairs():
-            self.trained.append(keras.ops.convert_to_numpy(variable))
-            variable.assign(average)
+            self.trained.append(_copy(variable))
+            variable.assign(_copy(average))
+
+
+def _copy(variable):
+    """The value on the host: under JAX two variables sharing one buffer break the train step (which donates both)."""
+    return keras.ops.convert_to_numpy(variable).copy()
