@@ -22,8 +22,8 @@ TRAIN_HELP = {
     "decision": "after training: shift the class priors to maximise this metric on val, then fit a temperature",
     "patience": "early-stopping patience in epochs",
     "average_last": "also try the mean weights of the last N fine-tune epochs; kept if val balanced accuracy is higher",
-    "ema": "fine-tune on, but validate, checkpoint and keep a moving average of the weights with this momentum "
-    "(0.999 averages over about 1000 steps); 0: off",
+    "ema": "validate, checkpoint and keep a moving average of the fine-tune's weights with this momentum "
+    "(0.999: about the last 1000 steps); 0: off",
     "progressive_size": "progressive resizing: fine-tune first at this smaller size, then at the input size; 0: off",
     "progressive_epochs": "how many of the fine-tune epochs run at --progressive-size",
     "limit": "at most N images per split, stratified; 0: all",
