@@ -1,5 +1,6 @@
 """The moving average of the fine-tune's weights: what the epoch-end callbacks see, what training goes on from,
-what ``fit`` leaves in the model, and the run option that turns it on."""
+what ``fit`` leaves in the model, where a resumed run's average starts, and the momentums refused. (That a run's
+fine-tune, and only it, averages: ``test_train.py``'s ``test_each_phase_compiles_what_the_config_asks``.)"""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import pytest
 from test_train import TINY
 
 from toolkit.base.errors import ToolkitError
-from toolkit.train.ema import AverageAtEpochEnd
-from toolkit.train.trainer import train
+from toolkit.train.ema import AverageAtEpochEnd, ema_options
 
 MOMENTUM = 0.9
 
@@ -37,12 +37,17 @@ class Recorder(keras.callbacks.Callback):
         self.ends.append(self._weights())
 
 
-def fitted(ema: bool, stop_after: int = 0) -> tuple[keras.Model, Recorder]:
-    """A small dense model fitted for 3 epochs of 4 steps, the same data and initial weights every time."""
+def fitted(ema: bool, stop_after: int = 0, resumed_at: int = 0) -> tuple[keras.Model, Recorder]:
+    """A small dense model fitted for 3 epochs of 4 steps, the same data and initial weights every time.
+
+    ``resumed_at``: the optimizer starts at this step, as a resumed run's new one does (its average zero).
+    """
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
-    options = {"use_ema": True, "ema_momentum": MOMENTUM} if ema else {}
-    model.compile(keras.optimizers.Adam(0.05, **options), "mse")
+    model.compile(keras.optimizers.Adam(0.05, **ema_options(MOMENTUM if ema else 0.0)), "mse")
+    if resumed_at:
+        model.optimizer.build(model.trainable_variables)
+        model.optimizer.iterations.assign(resumed_at)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(32, 5)).astype("float32"), rng.normal(size=(32, 3)).astype("float32")
     recorder = Recorder()
@@ -57,6 +62,14 @@ def fitted(ema: bool, stop_after: int = 0) -> tuple[keras.Model, Recorder]:
     return model, recorder
 
 
+def same(weights: list[np.ndarray], others: list[np.ndarray], atol: float = 1e-6) -> bool:
+    return all(np.allclose(a, b, atol=atol) for a, b in zip(weights, others, strict=True))
+
+
+def final_weights(model: keras.Model) -> list[np.ndarray]:
+    return [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+
+
 def moving_average(steps: list[list[np.ndarray]]) -> list[np.ndarray]:
     """Keras's average: the first step's weights, then ``momentum * average + (1 - momentum) * weights``."""
     average = steps[0]
@@ -69,38 +82,24 @@ def test_epoch_end_callbacks_see_the_average_and_training_goes_on_from_the_train
     _, plain = fitted(ema=False)
     model, averaged = fitted(ema=True)
     for trained, seen in zip(plain.steps, averaged.steps, strict=True):  # the average never leaks into training
-        assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(trained, seen, strict=True))
+        assert same(trained, seen)
     for epoch in range(3):
-        expected = moving_average(averaged.steps[: 4 * (epoch + 1)])
-        assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(averaged.ends[epoch], expected, strict=True))
-        assert not all(np.allclose(a, b) for a, b in zip(averaged.ends[epoch], plain.ends[epoch], strict=True))
+        assert same(averaged.ends[epoch], moving_average(averaged.steps[: 4 * (epoch + 1)]), atol=1e-5)
+        assert not same(averaged.ends[epoch], plain.ends[epoch])
     for epoch in (1, 2):  # each epoch starts from where the previous one's steps left off
-        assert all(np.allclose(a, b) for a, b in zip(averaged.begins[epoch], plain.ends[epoch - 1], strict=True))
-    final = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
-    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(final, averaged.ends[-1], strict=True))
+        assert same(averaged.begins[epoch], plain.ends[epoch - 1])
+    assert same(final_weights(model), averaged.ends[-1])
 
 
 def test_an_early_stop_leaves_the_average_in_the_model():
     model, averaged = fitted(ema=True, stop_after=2)
-    assert len(averaged.ends) == 2
-    final = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
-    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(final, averaged.ends[-1], strict=True))
+    assert len(averaged.ends) == 2 and same(final_weights(model), averaged.ends[-1])
 
 
-def test_a_run_with_ema_fine_tunes_on_an_averaging_optimizer(tmp_path, monkeypatch):
-    seen = []
-    fit = keras.Model.fit
-
-    def recording_fit(model, *args, **kwargs):
-        seen.append((model.optimizer.use_ema, model.optimizer.ema_momentum, kwargs["callbacks"]))
-        return fit(model, *args, **kwargs)
-
-    monkeypatch.setattr(keras.Model, "fit", recording_fit)
-    run = train(replace(TINY, input_size=32, limit=24, epochs_finetune=1, ema=0.99), tmp_path / "ema")
-    (head_ema, _, head_callbacks), (finetune_ema, momentum, callbacks) = seen
-    assert not head_ema and not any(isinstance(c, AverageAtEpochEnd) for c in head_callbacks)
-    assert finetune_ema and momentum == 0.99 and isinstance(callbacks[0], AverageAtEpochEnd)
-    assert (run / "model.keras").exists()
+def test_a_resumed_optimizer_averages_from_the_weights_it_starts_from_not_from_zero():
+    _, averaged = fitted(ema=True, resumed_at=100)
+    expected = moving_average([averaged.begins[0], *averaged.steps[:4]])  # past step 0 every step is averaged in
+    assert same(averaged.ends[0], expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("momentum", [-0.1, 1.0])

@@ -23,6 +23,7 @@ from toolkit.base.layout import RunLayout
 from toolkit.cli import main
 from toolkit.model.classifier import backbone_of
 from toolkit.train.config import TrainConfig
+from toolkit.train.ema import AverageAtEpochEnd
 from toolkit.train.evaluate import evaluate_runs
 from toolkit.train.fit import EpochReport, average_snapshots, uses_bn_fix
 from toolkit.train.trainer import train
@@ -121,7 +122,7 @@ def test_interrupted_training_resumes_without_losing_an_epoch(tmp_path, monkeypa
     monkeypatch.setattr(EpochReport, "on_epoch_end", interrupt_after_first_finetune_epoch)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        train(replace(TINY, schedule="cosine", average_last=2, ema=0.9), out)  # the average restarts on resume
+        train(replace(TINY, schedule="cosine", average_last=2, ema=0.9), out)  # an average resumes too
     partial = out.with_name("resumed.partial")
     assert len(pd.read_csv(partial / "history.csv")) == 2 and not out.exists()
     assert [p.name for p in RunLayout(partial).snapshots.iterdir()] == ["epoch_001.npz"]
@@ -272,8 +273,9 @@ def test_the_small_run_learns_far_above_a_constant_or_shuffled_answer(small_run)
 
 @pytest.mark.parametrize(("optimizer", "schedule"), [("adam", "plateau"), ("adamw", "cosine")])
 def test_each_phase_compiles_what_the_config_asks(optimizer, schedule, tmp_path, monkeypatch):
-    """README's recipe knobs: the optimizer (AdamW's weight decay), label smoothing, the learning-rate schedule and
-    early stopping on validation balanced accuracy, as each phase's ``fit`` receives them."""
+    """README's recipe knobs: the optimizer (AdamW's weight decay), label smoothing, the learning-rate schedule,
+    early stopping on validation balanced accuracy and the fine-tune's weight average, as each phase's ``fit``
+    receives them."""
     seen = []
     fit = keras.Model.fit
 
@@ -284,11 +286,16 @@ def test_each_phase_compiles_what_the_config_asks(optimizer, schedule, tmp_path,
     monkeypatch.setattr(keras.Model, "fit", recording_fit)
     config = replace(
         TINY, input_size=32, limit=24, epochs_finetune=1, optimizer=optimizer, schedule=schedule, weight_decay=0.03,
-        label_smoothing=0.1, patience=3,
+        label_smoothing=0.1, patience=3, ema=0.99 if optimizer == "adamw" else 0.0,
     )  # fmt: skip
     train(config, tmp_path / "knobs")
     assert len(seen) == 2  # head, then fine-tune
-    for (compiled, loss, callbacks), peak in zip(seen, (config.lr_head, config.lr_finetune), strict=True):
+    for (compiled, loss, callbacks), peak, phase in zip(
+        seen, (config.lr_head, config.lr_finetune), ("head", "finetune"), strict=True
+    ):
+        averaged = config.ema > 0 and phase == "finetune"  # the head never averages
+        assert compiled.use_ema == averaged and (not averaged or compiled.ema_momentum == 0.99)
+        assert isinstance(callbacks[0], AverageAtEpochEnd) == averaged  # first: the others see the average
         assert type(compiled) is {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW}[optimizer]
         assert optimizer == "adam" or compiled.weight_decay == 0.03
         assert isinstance(loss, keras.losses.CategoricalCrossentropy) and loss.label_smoothing == 0.1
