@@ -57,7 +57,8 @@ RECIPES: dict[str, dict] = {
         "weights": "imagenet",
         # 144 px with the colour gain lost on val (2026-12-03): balanced accuracy 0.728 vs 0.742, macro-F1 0.728/0.735
         "input_size": 176,
-        "augment": "dermoscopy_colour",  # a gain per colour channel too: on trial at 176 px (2026-12-04)
+        # the colour gain (dermoscopy_colour) lost on val at 176 px too (2026-12-04), after the decision rule against
+        # 0.742 / 0.735: balanced accuracy 0.735, macro-F1 0.712
         "boundary": "all",
         "epochs_head": 2,
         "epochs_finetune": 40,  # with mixup: 30 epochs of it lost macro-F1 on val (0.700 vs 0.709), 40 won (below)
