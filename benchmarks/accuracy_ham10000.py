@@ -16,7 +16,8 @@ moves an int8 bundle that misses the shipping floor out of ``--out`` into ``runs
 
 Training runs on whatever Keras backend is set: on a GPU machine with JAX and no TensorFlow, run
 ``KERAS_BACKEND=jax ... --train-only`` there, bring the run folder back, and run the same command
-here without ``--train-only``: an existing run with the same recipe is reused, not retrained.
+here without ``--train-only``: an existing run with the same recipe is reused, not retrained. ``--tag gpu`` keeps
+such a run, its bundles and its result JSON apart from the recipe's own (``runs/ham10000_<recipe>_gpu/``).
 """
 
 from __future__ import annotations
@@ -132,11 +133,11 @@ def same_recipe(saved: dict, wanted) -> bool:
     return paths[0] == paths[1] and replace(saved_config, data="") == replace(wanted, data="")
 
 
-def train_or_reuse(recipe: str) -> tuple[Path, bool]:
-    """The run for ``recipe`` and whether it was reused: it is when ``runs/ham10000_<recipe>/`` holds that recipe."""
+def train_or_reuse(recipe: str, name: str) -> tuple[Path, bool]:
+    """The run for ``recipe`` and whether it was reused: it is when ``runs/<name>/`` holds that recipe."""
     from toolkit.train.trainer import train
 
-    config, run = config_for(recipe), RUNS / f"ham10000_{recipe}"
+    config, run = config_for(recipe), RUNS / name
     saved = RunLayout(run).config
     if saved.exists() and same_recipe(json.loads(saved.read_text()), config):
         print(f"reusing {run} (same recipe)")
@@ -272,20 +273,21 @@ def hold_back(bundle: Path, folder: Path) -> Path:
     return moved
 
 
-def benchmark(recipe: str, out: Path, train_only: bool, ship: bool) -> None:
+def benchmark(recipe: str, out: Path, train_only: bool, ship: bool, tag: str) -> None:
     from toolkit.train.runs import open_run, pack_run
 
     started = time.monotonic()
     arch = RECIPES[recipe]["arch"]
-    trained, reused = train_or_reuse(recipe)
+    name = f"ham10000_{recipe}" + f"_{tag}" * bool(tag)
+    trained, reused = train_or_reuse(recipe, name)
     if train_only:
         print(f"trained {trained}; run the same command without --train-only on a machine with TensorFlow")
         return
     state = json.loads(RunLayout(trained).state.read_text())
     seconds = {phase: round(value, 1) for phase, value in state.get("seconds", {}).items()}
-    name = f"ham10000_{recipe}"
     run = pack_run(trained, MODELS / name, force=True) if ship else trained
-    reproduce = (f".venv/bin/python benchmarks/accuracy_ham10000.py --recipe {recipe} --out {out}" + " --ship" * ship,)
+    flags = f" --tag {tag}" * bool(tag) + " --ship" * ship
+    reproduce = (f".venv/bin/python benchmarks/accuracy_ham10000.py --recipe {recipe} --out {out}{flags}",)
     bundles = {}
     for key, mode, suffix in (("int8", "int8", ""), ("float16", "float16", "_float16")):
         clock = time.monotonic()
@@ -301,6 +303,7 @@ def benchmark(recipe: str, out: Path, train_only: bool, ship: bool) -> None:
         **environment(),
         "protocol": PROTOCOL,
         "recipe": recipe,
+        "tag": tag,
         "arch": arch,
         "config": json.loads(RunLayout(run).config.read_text()),  # packed: the data path relative
         "weights": RECIPES[recipe]["weights"],
@@ -356,6 +359,7 @@ def main() -> None:
     parser.add_argument("--ensemble", nargs="+", choices=list(RECIPES), help="score the float ensemble of these runs")
     parser.add_argument("--out", type=Path, default=RUNS / "bundles", help="where the bundle goes")
     parser.add_argument("--train-only", action="store_true", help="train (any backend) and stop before export")
+    parser.add_argument("--tag", default="", help="keep the run, bundles and result apart from the recipe's, e.g. gpu")
     parser.add_argument(
         "--ship", action="store_true", help="pack the run into models/ and export the bundles from there (commit both)"
     )
@@ -363,7 +367,7 @@ def main() -> None:
     if args.ensemble:
         ensemble(args.ensemble)
     elif args.recipe:
-        benchmark(args.recipe, args.out, args.train_only, args.ship)
+        benchmark(args.recipe, args.out, args.train_only, args.ship, args.tag)
     else:
         parser.error("give --recipe or --ensemble")
 

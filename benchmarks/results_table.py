@@ -27,9 +27,11 @@ def _load(name: str) -> dict | None:
 
 
 def _recipe_results() -> list[dict]:
-    """One result per benchmarked recipe (results written before recipes had names are named by their arch)."""
+    """One result per benchmarked recipe and tag, labelled (results from before recipes had names are named by arch)."""
     results = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("ham10000_*.json"))]
-    return [{"recipe": result["arch"], **result} for result in results if "arch" in result]
+    results = [{"recipe": result["arch"], **result} for result in results if "arch" in result]
+    tagged = [result["recipe"] + (f" ({result['tag']})" if result.get("tag") else "") for result in results]
+    return [{**result, "label": label} for result, label in zip(results, tagged, strict=True)]
 
 
 def _row(label: str, model: str, scores: dict, extra: list[str]) -> str:
@@ -46,7 +48,7 @@ def accuracy_table() -> str:
         split = f"{result['protocol']} ({result['test_images']} images); int8 scored through the app's steps.\n\n"
         config, bundle, gate = result["config"], result["bundle"], result["drift_gate"]
         label = (
-            f"{result['recipe']}: {config['input_size']}px, {config['epochs_finetune']} fine-tune epochs, "
+            f"{result['label']}: {config['input_size']}px, {config['epochs_finetune']} fine-tune epochs, "
             f"weights {result['weights']}"
         )
         lines.append(_row(label, "float", result["float"], ["", "", ""]))
@@ -76,7 +78,7 @@ def targets_table() -> str:
     if not results:
         return ""
     lines = [
-        "| int8 MobileNetV2 | required | " + " | ".join(result["recipe"] for result in results) + " |",
+        "| int8 MobileNetV2 | required | " + " | ".join(result["label"] for result in results) + " |",
         "|---|---|" + "---|" * len(results),
     ]
     for kind in ("targets", "goals"):
