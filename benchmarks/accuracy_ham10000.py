@@ -121,16 +121,21 @@ def config_for(recipe_name: str):
     return TrainConfig(**{**recipe, "augment": AugmentConfig.preset(recipe["augment"])})
 
 
-def same_recipe(saved: dict, wanted) -> bool:
-    """Equal configs, the data path compared once resolved (a run trained from the CLI names it relatively).
+def same_recipe(run: Path, wanted) -> bool:
+    """Equal configs but for where the data sat, and a split that names this machine's copy of the data.
 
-    Options added to the toolkit since the run was trained take their defaults, as on ``--resume``.
+    A run trained on another machine (a GPU box) recorded its own absolute data path; its ``splits.csv`` names images
+    relative to the run folder, so brought back beside the same layout it reads the images here. Options added to
+    the toolkit since the run was trained take their defaults, as on ``--resume``.
     """
     from toolkit.train.config import TrainConfig
 
-    saved_config = TrainConfig.from_json(saved)
-    paths = (Path(saved_config.data).resolve(), Path(wanted.data).resolve())
-    return paths[0] == paths[1] and replace(saved_config, data="") == replace(wanted, data="")
+    layout = RunLayout(run)
+    saved = TrainConfig.from_json(json.loads(layout.config.read_text()))
+    with layout.splits.open(newline="") as rows:
+        first_image = (run / next(csv.DictReader(rows))["path"]).resolve()
+    here = first_image.is_relative_to(Path(wanted.data).resolve()) and first_image.exists()
+    return here and replace(saved, data="") == replace(wanted, data="")
 
 
 def train_or_reuse(recipe: str, name: str) -> tuple[Path, bool]:
@@ -138,8 +143,7 @@ def train_or_reuse(recipe: str, name: str) -> tuple[Path, bool]:
     from toolkit.train.trainer import train
 
     config, run = config_for(recipe), RUNS / name
-    saved = RunLayout(run).config
-    if saved.exists() and same_recipe(json.loads(saved.read_text()), config):
+    if RunLayout(run).splits.exists() and same_recipe(run, config):
         print(f"reusing {run} (same recipe)")
         return run, True
     partial = run.with_name(run.name + ".partial")
