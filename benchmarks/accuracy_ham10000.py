@@ -29,9 +29,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from common import SHARED, environment, write_result
+from common import RESULTS, SHARED, environment, write_result
 
 from toolkit.base.layout import RunLayout
+from toolkit.base.paths import find_portable, portable_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,6 +137,12 @@ def same_recipe(run: Path, wanted) -> bool:
         first_image = (run / next(csv.DictReader(rows))["path"]).resolve()
     here = first_image.is_relative_to(Path(wanted.data).resolve()) and first_image.exists()
     return here and replace(saved, data="") == replace(wanted, data="")
+
+
+def portable_config(run: Path) -> dict:
+    """The run's config as a committed result should name it: the data relative to the checkout, as a packed run's."""
+    config = json.loads(RunLayout(run).config.read_text())
+    return {**config, "data": portable_path(find_portable(config["data"], run), RESULTS)}
 
 
 def train_or_reuse(recipe: str, name: str) -> tuple[Path, bool]:
@@ -309,7 +316,7 @@ def benchmark(recipe: str, out: Path, train_only: bool, ship: bool, tag: str) ->
         "recipe": recipe,
         "tag": tag,
         "arch": arch,
-        "config": json.loads(RunLayout(run).config.read_text()),  # packed: the data path relative
+        "config": portable_config(run),
         "weights": RECIPES[recipe]["weights"],
         "trained_with": {"backend": state["backend"], "device": state["device"]},
         "run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run),

@@ -116,3 +116,21 @@ def test_readme_and_results_tables_are_what_the_committed_json_generates(monkeyp
     stale = [path.name for path, text in importlib.import_module("results_table").regenerated().items()
              if path.read_text() != text]  # fmt: skip
     assert stale == [], "run .venv/bin/python benchmarks/results_table.py --readme"
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_committed_json_names_no_path_of_one_machine():
+    """Result JSONs, manifests and packed runs name paths relative to the checkout (issue 19): a result of a run
+    trained elsewhere once recorded the other machine's absolute data path."""
+    committed = [*(REPO / "benchmarks" / "results").glob("*.json"), *(REPO / "flutter_assets").glob("*/manifest.json"),
+                 *(REPO / "models").glob("*/*.json")]  # fmt: skip
+    absolute = [f"{path.relative_to(REPO)}: {text}" for path in committed
+                for text in _strings(json.loads(path.read_text())) if text.startswith("/")]  # fmt: skip
+    assert len(committed) > 5 and absolute == []
