@@ -30,8 +30,12 @@ def _recipe_results() -> list[dict]:
     """One result per benchmarked recipe and tag, labelled (results from before recipes had names are named by arch)."""
     results = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("ham10000_*.json"))]
     results = [{"recipe": result["arch"], **result} for result in results if "arch" in result]
-    tagged = [result["recipe"] + (f" ({result['tag']})" if result.get("tag") else "") for result in results]
-    return [{**result, "label": label} for result, label in zip(results, tagged, strict=True)]
+    return [{**result, "label": _label(result)} for result in results]
+
+
+def _label(result: dict) -> str:
+    """The recipe, and the tag of a run kept apart from it (``--tag gpu``: trained on a GPU machine)."""
+    return result["recipe"] + (f" ({result['tag']})" if result.get("tag") else "")
 
 
 def _row(label: str, model: str, scores: dict, extra: list[str]) -> str:
