@@ -29,97 +29,19 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from common import RESULTS, SHARED, environment, write_result
+from common import RESULTS, environment, write_result
+from recipes import GOALS, RECIPES, TARGETS, config_for
 
 from toolkit.base.layout import RunLayout
 from toolkit.base.paths import find_portable, portable_path
 
 REPO = Path(__file__).resolve().parents[1]
 
-HAM10000 = SHARED / "data" / "ham10000"
 RUNS = REPO / "runs"
 MODELS = REPO / "models"  # shipped runs, committed: what a shipped bundle's manifest names
 
-COMMON = {
-    "data": str(HAM10000),
-    "resize_mode": "squash",
-    "augment": "dermoscopy",
-    "imbalance": "class_weight",
-    "class_weight_power": 0.5,
-    "label_smoothing": 0.05,
-    "dropout": 0.3,
-    "patience": 4,
-    "decision": "macro_f1",
-    "seed": 0,
-}
-RECIPES: dict[str, dict] = {
-    "mobilenet_v2": {
-        **COMMON,
-        "arch": "mobilenet_v2",
-        "weights": "imagenet",
-        # 144 px with the colour gain lost on val (2026-12-03): balanced accuracy 0.728 vs 0.742, macro-F1 0.728/0.735
-        "input_size": 176,
-        # the colour gain (dermoscopy_colour) lost on val at 176 px too (2026-12-04), after the decision rule against
-        # 0.742 / 0.735: balanced accuracy 0.735, macro-F1 0.712
-        "boundary": "all",
-        "epochs_head": 2,
-        "epochs_finetune": 40,  # with mixup: 30 epochs of it lost macro-F1 on val (0.700 vs 0.709), 40 won (below)
-        # 50 epochs lost on val (2026-12-04), after the decision rule against 0.742 / 0.735: 0.718, 0.681
-        # progressive resizing lost on val twice (2026-12-03), after the decision rule against 0.742 / 0.735: the first
-        # 20 of 40 fine-tune epochs at 112 px scored balanced accuracy 0.724, macro-F1 0.725; 10 epochs at 112 px before
-        # 40 at 176 (50 in all) scored 0.734, 0.714
-        "schedule": "cosine",  # on val, against plateau: balanced accuracy 0.741 vs 0.723, macro-F1 0.721 vs 0.709
-        "patience": 14,
-        "average_last": 10,  # tried on val, kept if it beats the best epoch: epochs 31-40 scored 0.725 vs 0.743
-        # mixup 0.2 over 40 epochs, on val against the 30-epoch recipe without it (2026-12-02): balanced accuracy
-        # 0.743 vs 0.7225, macro-F1 0.736 vs 0.709 after the decision rule: adopted
-        "mixup": 0.2,
-        # a moving average of the weights (--ema 0.999) lost on val (2026-12-03), after the decision rule against
-        # 0.742 / 0.735: balanced accuracy 0.715, macro-F1 0.726 (smoother, lower val loss, but no higher peak)
-        "lr_head": 1e-3,
-        "lr_finetune": 1e-4,
-    },
-    "densenet121": {
-        **COMMON,
-        "arch": "densenet121",
-        "weights": "none",  # no ImageNet DenseNet weights on these machines: from scratch, BatchNorm trains
-        "input_size": 64,  # from scratch on 2 CPU cores: about 10 minutes an epoch at 64 px
-        "boundary": "all",
-        "epochs_head": 0,  # a head on random features learns nothing worth keeping
-        "epochs_finetune": 3,
-        "lr_head": 1e-3,
-        "lr_finetune": 1e-3,
-    },
-}
-RECIPES["mobilenet_v2_fast"] = {  # fits one 3-hour working session on 2 CPU cores (about 2 h of training)
-    # tried as a candidate and lost on val: balanced accuracy 0.664 against the main recipe's 0.741
-    **RECIPES["mobilenet_v2"],
-    "epochs_finetune": 15,
-    "imbalance": "none",  # the ablation's shift_only: plain cross-entropy, the decision rule's prior shift alone
-    "average_last": 5,
-    "patience": 12,
-    "mixup": 0.0,  # as it was run: before the main recipe took mixup
-}
-TARGETS = {  # the floor a shipped int8 MobileNetV2 bundle must meet on the test split (issue 19)
-    "accuracy": (">=", 0.79),
-    "balanced_accuracy": (">=", 0.68),
-    "macro_f1": (">=", 0.67),
-    "model_megabytes": ("<=", 3.0),
-    "balanced_accuracy_drop_points": ("<=", 1.0),
-    "top1_agreement": (">=", 0.98),
-    "chain_minutes": ("<=", 150),  # split, train, export with the gate, scoring: one working session
-}
-GOALS = {"accuracy": (">=", 0.84), "balanced_accuracy": (">=", 0.72)}  # still to beat; not a condition for shipping
 PROTOCOL = "HAM10000, toolkit lesion-grouped stratified split, seed 0, 70/15/15; scored on test"
 REPORTED = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc_ovr_macro", "ece")
-
-
-def config_for(recipe_name: str):
-    from toolkit.data.augment import AugmentConfig
-    from toolkit.train.config import TrainConfig
-
-    recipe = dict(RECIPES[recipe_name])
-    return TrainConfig(**{**recipe, "augment": AugmentConfig.preset(recipe["augment"])})
 
 
 def same_recipe(run: Path, wanted) -> bool:

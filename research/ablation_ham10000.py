@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from accuracy_ham10000 import RUNS, config_for, scores
+from accuracy_ham10000 import RUNS, scores
 from common import RESULTS, environment, write_result
+from recipes import config_for
 
 from toolkit.base.layout import RunLayout
 
@@ -88,7 +89,7 @@ def main() -> None:
                 "changed": {"decision": "none (the base run's predictions, shift and temperature undone)"},
                 "test": scores(undo_decision(run)),
             }
-        result.update(run_by, base={**SHORT, "recipe": "mobilenet_v2 in accuracy_ham10000.py"})
+        result.update(run_by, base={**SHORT, "recipe": "mobilenet_v2 in benchmarks/recipes.py"})
         write_result(RESULT, result)  # after every variant: an interrupted sweep keeps what it finished
         print(f"{name}: test balanced accuracy {metrics['test']['balanced_accuracy']:.4f}")
 
