@@ -51,12 +51,12 @@ def same_recipe(run: Path, wanted) -> bool:
     relative to the run folder, so brought back beside the same layout it reads the images here. Options added to
     the toolkit since the run was trained take their defaults, as on ``--resume``.
     """
+    from toolkit.data.readers import read_splits
     from toolkit.train.config import TrainConfig
 
     layout = RunLayout(run)
     saved = TrainConfig.from_json(json.loads(layout.config.read_text()))
-    with layout.splits.open(newline="") as rows:
-        first_image = (run / next(csv.DictReader(rows))["path"]).resolve()
+    first_image = Path(read_splits(layout.splits).table["path"].iloc[0]).resolve()
     here = first_image.is_relative_to(Path(wanted.data).resolve()) and first_image.exists()
     return here and replace(saved, data="") == replace(wanted, data="")
 

@@ -22,7 +22,8 @@ def test_a_run_brought_back_is_reused_for_the_same_recipe_on_this_machines_data(
     trained_elsewhere = {**asdict(replace(wanted, data="/gpu-box/shared/data/ham10000")), "distribution": {}}
     (run / "config.json").write_text(json.dumps(trained_elsewhere))
     (run / "splits.csv").write_text(
-        "image_id,path,label,split\nISIC_0000001,../../../shared/data/ham10000/images/ISIC_0000001.jpg,nv,train\n"
+        "image_id,path,label,split,lesion_id\n"
+        "ISIC_0000001,../../../shared/data/ham10000/images/ISIC_0000001.jpg,nv,train,HAM_0000001\n"
     )
 
     assert bench.same_recipe(run, wanted)
