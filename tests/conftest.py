@@ -187,6 +187,20 @@ def int8_bundle(small_run, tmp_path_factory) -> Path:
     return bundle
 
 
+def spread_images(count: int, step: int = 500) -> list[Path]:
+    """``count`` real HAM10000 images spread over the set (every ``step``-th by name): the same ones everywhere."""
+    return sorted((HAM / "images").glob("*.jpg"))[::step][:count]
+
+
+def one_line(result: subprocess.CompletedProcess, code: int, *expected: str) -> str:
+    """The guide's error contract: exit ``code`` and one stderr line, ``error: ...``, holding each expected text."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code and len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """``python -m toolkit ARGS`` in this process: the same ``main`` without a new interpreter's start-up."""

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HAM, REPO
+from conftest import HAM, REPO, one_line
 
 from toolkit.base.errors import ToolkitError
 from toolkit.bench.android import import_app_timings, parse_benchmark_model
@@ -182,8 +182,7 @@ def test_adb_failures_are_one_line(int8_bundle, fake_adb, cli):
     garbage = Path(fake_adb["BINARY"]).parent / "garbage.txt"
     garbage.write_text("Segmentation fault\n")
     unparsable = cli(*args, check=False, env={**fake_adb, "FAKE_ADB_OUTPUT": str(garbage)})
-    assert unparsable.returncode == 2 and "cannot parse benchmark_model output" in unparsable.stderr
-    assert len(unparsable.stderr.strip().splitlines()) == 1
+    one_line(unparsable, 2, "cannot parse benchmark_model output")
 
 
 def test_app_timings_import(tmp_path, cli):
@@ -221,9 +220,7 @@ def test_bad_bench_input(int8_bundle, tmp_path, cli):
         (["--bundle", str(int8_bundle), "--threads", "two"], "--threads takes comma-separated numbers"),
     ]
     for extra, message in cases:
-        result = cli("bench", *extra, check=False)
-        assert result.returncode == 2 and message in result.stderr, result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
+        one_line(cli("bench", *extra, check=False), 2, message)
 
 
 def test_the_latency_benchmark_cross_checks_with_litert_own_tool(passing_bundle, monkeypatch):

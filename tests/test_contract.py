@@ -16,11 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import HAM, SHIPPED_PARAMS, bundle_for, toolkit_cli
+from conftest import HAM, SHIPPED_PARAMS, bundle_for, spread_images, toolkit_cli
 
 from app_steps import app_classify, app_resize
 
-IMAGES = sorted((HAM / "images").glob("*.jpg"))[::500][:16]  # 16 real images spread over the set
+IMAGES = spread_images(16)
 
 
 BUNDLES = {  # name: (fixture, resize mode, input dtype)

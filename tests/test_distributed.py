@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HAM, REPO
+from conftest import HAM, REPO, one_line
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 TINY = ["--data", str(HAM), "--arch", "mobilenet_v2", "--alpha", "0.35", "--input-size", "32", "--weights",
@@ -113,11 +113,6 @@ def test_two_processes_train_as_one_and_resume_after_they_die(tmp_path, keras_ho
     assert [row.split(",")[:2] for row in history[1:]] == [["finetune", "1"], ["finetune", "2"], ["finetune", "3"]]
 
 
-def one_line_exit_2(result: subprocess.CompletedProcess, fragment: str) -> None:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr[-2000:]
-
-
 @pytest.mark.parametrize(
     ("flags", "fragment"),
     [
@@ -128,8 +123,10 @@ def one_line_exit_2(result: subprocess.CompletedProcess, fragment: str) -> None:
 )
 def test_impossible_device_requests_fail_in_one_line(flags, fragment, tmp_path, keras_home):
     out = tmp_path / "runs" / "x"
-    one_line_exit_2(
-        run([sys.executable, "-m", "toolkit", "train", *TINY, *flags, "--out", str(out)], jax_env(keras_home)), fragment
+    one_line(
+        run([sys.executable, "-m", "toolkit", "train", *TINY, *flags, "--out", str(out)], jax_env(keras_home)),
+        2,
+        fragment,
     )
     assert not out.parent.exists()
 
@@ -139,12 +136,12 @@ def test_an_unreachable_coordinator_fails_in_seconds(tmp_path, keras_home):
     flags = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2", "--process-id", "1"]
     command = [sys.executable, "-m", "toolkit", "train", *TINY, *flags, "--coordinator-timeout", "3"]
     result = run([*command, "--out", str(out)], jax_env(keras_home))
-    one_line_exit_2(result, "cannot reach the coordinator 127.0.0.1:")
+    one_line(result, 2, "cannot reach the coordinator 127.0.0.1:")
     assert time.monotonic() - started < 60 and not out.parent.exists()
 
 
 def test_devices_under_tensorflow_name_jax(tmp_path, cli):
     out = tmp_path / "runs" / "x"
     result = cli("train", *TINY, "--devices", "2", "--out", str(out), check=False)
-    one_line_exit_2(result, "--devices 2 needs KERAS_BACKEND=jax")
+    one_line(result, 2, "--devices 2 needs KERAS_BACKEND=jax")
     assert not out.parent.exists()

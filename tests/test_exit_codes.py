@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HAM, REPO, SHIPPED
+from conftest import HAM, REPO, SHIPPED, one_line
 
 import toolkit.cli.commands
 from toolkit.base.classes import CLASSES
@@ -22,14 +22,6 @@ from toolkit.export.stage import read_labels
 from toolkit.export.writer import staging_folder
 
 IMAGE = HAM / "images" / "ISIC_0024306.jpg"
-
-
-def one_line(result, code: int, *expected: str) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == code and len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """Export: int8 is integer-only, metadata reads back (also in MediaPipe), every preset and back end
-runs and agrees with the float model, calibration is stratified, and bad input writes nothing."""
+runs and agrees with the float model, and bad input writes nothing."""
 
 from __future__ import annotations
 
@@ -11,18 +11,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import HAM, SHIPPED_PARAMS, SMALL_RUN_SIZE, bundle_for
+from conftest import HAM, SHIPPED_PARAMS, SMALL_RUN_SIZE, bundle_for, one_line, spread_images
 
 from toolkit.base.classes import CLASSES
 from toolkit.base.errors import ToolkitError
 from toolkit.export.bundle import Bundle
-from toolkit.export.calibration import stratified_sample
 from toolkit.export.convert import check_integer_only, convert, float_ops
 from toolkit.export.metadata import read_metadata
 from toolkit.export.quantization import Quantization
 from toolkit.train.runs import open_run
 
-REAL_IMAGES = sorted((HAM / "images").glob("*.jpg"))[::700][:12]
+REAL_IMAGES = spread_images(12, step=700)
 
 
 @pytest.fixture(scope="module")
@@ -213,54 +212,6 @@ def test_calibration_images_come_from_train_resized_as_in_training(small_run):
         assert np.array_equal(image, app_resize(rgb, SMALL_RUN_SIZE, run.resize_mode))
 
 
-HAM_LIKE = np.array([30, 50, 110, 10, 110, 670, 20])  # class sizes in HAM10000's proportions, 1,000 images
-
-
-def labelled(sizes) -> pd.DataFrame:
-    """A training split with ``sizes[i]`` images of class ``i``, ids in order."""
-    return pd.DataFrame({"image_id": [f"i{n}" for n in range(sum(sizes))], "label": np.repeat(CLASSES, sizes)})
-
-
-def test_calibration_sample_is_stratified_and_seeded():
-    table = labelled(HAM_LIKE)
-    sample = stratified_sample(table, 300, seed=1)
-    counts = sample["label"].value_counts()
-    assert len(sample) == 300 and set(counts.index) == set(CLASSES)
-    assert counts["df"] == 10 and counts["nv"] > counts["mel"] > counts["vasc"]  # every df; nv still the most
-    assert sample.equals(stratified_sample(table, 300, seed=1))
-    assert not sample.equals(stratified_sample(table, 300, seed=2))
-    with pytest.raises(ToolkitError, match=r"^calibration needs every class, but the training split has no df images$"):
-        stratified_sample(table[table["label"] != "df"], 300)
-    with pytest.raises(ToolkitError, match=r"has no df, vasc images$"):
-        stratified_sample(table[~table["label"].isin(["df", "vasc"])], 300, where="run x")
-
-
-def test_predict_prints_the_top_classes(int8_bundle, cli):
-    out = cli("predict", "--bundle", str(int8_bundle), "--top", "2", *map(str, REAL_IMAGES[:2])).stdout
-    lines = out.strip().splitlines()
-    assert lines[0].startswith("Not a medical device") and "DEMO" not in out
-    assert lines[1].endswith(REAL_IMAGES[0].name) and len(lines) == 9
-    label, probability = lines[2].split()[1:]
-    assert label in CLASSES and 0 <= float(probability) <= 1
-    # the referral at the default operating point, from the manifest's threshold and this image's probabilities
-    manifest = json.loads((int8_bundle / "manifest.json").read_text())
-    point = next(p for p in manifest["referral"]["points"] if p["name"] == manifest["referral"]["default"])
-    args = ("predict", "--bundle", str(int8_bundle), "--json", "--top", "7", str(REAL_IMAGES[0]))
-    printed = json.loads(cli(*args).stdout)
-    probs = {entry["label"]: entry["probability"] for entry in printed[0]["top"]}
-    malignancy = probs["mel"] + probs["bcc"] + probs["akiec"]
-    referral = printed[0]["referral"]
-    assert referral["score"] == pytest.approx(malignancy, abs=1e-4) and referral["threshold"] == point["threshold"]
-    assert referral["refer"] == (malignancy >= point["threshold"]) and point["name"] == "malignant_sens95"
-    verdict = "refer to a dermatologist" if referral["refer"] else "no referral"
-    assert f"malignancy score (mel + bcc + akiec) {malignancy:.3f}: {verdict}" in lines[4]
-
-
-def _one_line_error(result, message: str) -> None:
-    err = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(err) == 1 and message in err[0], result.stderr[-2000:]
-
-
 def test_bad_input_gets_one_line_and_leaves_nothing(small_run, int8_bundle, tmp_path, cli):
     runs = tmp_path / "runs"
     no_model = runs / "no_model"
@@ -289,30 +240,17 @@ def test_bad_input_gets_one_line_and_leaves_nothing(small_run, int8_bundle, tmp_
         (["--run", str(tmp_path / "missing")], "run folder not found"),
     ]
     for extra, message in cases:
-        _one_line_error(cli("export", "--quantize", "--out", str(out), *extra, check=False), message)
+        one_line(cli("export", "--quantize", "--out", str(out), *extra, check=False), 2, message)
     assert not out.exists() or not any(out.iterdir())
     cannot_write = cli("export", "--run", str(small_run), "--out", str(blocker / "sub"), check=False)
-    _one_line_error(cannot_write, "cannot write to")
+    one_line(cannot_write, 2, "cannot write to")
     exists = cli("export", "--run", str(small_run), "--out", str(int8_bundle.parent), check=False)
-    _one_line_error(exists, "already exists: pass --force")
+    one_line(exists, 2, "already exists: pass --force")
     empty = tmp_path / "empty"
     empty.mkdir()
     no_run = cli("export", "--quantize", check=False, cwd=str(empty))
-    _one_line_error(no_run, "make demo")
+    one_line(no_run, 2, "make demo")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty", "moved.txt", "runs", "six.txt"]
-
-
-def test_predict_refuses_a_bundle_whose_labels_disagree(int8_bundle, tmp_path, cli):
-    broken = Path(shutil.copytree(int8_bundle, tmp_path / "broken"))
-    (broken / "labels.txt").write_text("a\nb\n")
-    _one_line_error(
-        cli("predict", "--bundle", str(broken), str(REAL_IMAGES[0]), check=False),
-        "labels.txt has changed since export (its sha256 differs from manifest.json files.labels.txt)",
-    )
-    _one_line_error(
-        cli("predict", "--bundle", str(tmp_path / "nope"), str(REAL_IMAGES[0]), check=False),
-        "bundle folder not found",
-    )
 
 
 def test_pack_keeps_what_drift_and_export_need_without_optimizer_state(small_run, tmp_path, cli):
@@ -370,45 +308,5 @@ def test_export_refuses_a_manifest_that_disagrees_with_the_run(small_run, tmp_pa
     monkeypatch.setattr(stage, "preprocessing_recipe", lambda mode, dtype: recipe("pad", dtype))  # the bug
     out = tmp_path / "out"
     result = cli("export", "--run", str(small_run), "--quantize", "float16", "--out", str(out), check=False)
-    _one_line_error(result, "manifest says resize_mode pad but")
+    one_line(result, 2, "manifest says resize_mode pad but")
     assert "trained with squash" in result.stderr and not out.exists()
-
-
-@pytest.mark.parametrize("count", [14, 299, 300, 301])
-def test_calibration_quota_shares_half_equally_and_half_by_class_share(count):
-    sizes = HAM_LIKE
-    table = labelled(sizes)
-    sample = stratified_sample(table, count, seed=0)
-    counts = sample["label"].value_counts().reindex(CLASSES).to_numpy()
-    equal, by_share = count // (2 * len(CLASSES)), np.floor(sizes / sizes.sum() * count / 2).astype(int)
-    assert len(sample) == count and sample["image_id"].is_unique
-    assert (counts >= np.minimum(sizes, equal + by_share)).all() and (counts <= sizes).all()
-    assert counts.sum() - np.minimum(sizes, equal + by_share).sum() < max(count // 10, 4)  # a remainder only
-    assert sample["image_id"].tolist() == sorted(sample["image_id"])
-
-
-@pytest.mark.parametrize("count", range(7, 14))
-def test_a_small_calibration_sample_has_one_image_per_class_and_the_rest_by_share(count):
-    """Below 14 images the equal half is empty: one image each, the remainder to the largest classes (nv first)."""
-    counts = stratified_sample(labelled(HAM_LIKE), count)["label"].value_counts().reindex(CLASSES).to_numpy()
-    assert counts.sum() == count and counts.min() == 1 and counts[CLASSES.index("nv")] == counts.max()
-
-
-def test_calibration_shares_are_exact_when_nothing_rounds_or_runs_out():
-    """Equal classes, 140 images: 10 each from the equal half and 10 each by share, no random top-up."""
-    table = labelled([100] * len(CLASSES))
-    assert (stratified_sample(table, 140)["label"].value_counts() == 20).all()
-
-
-def test_an_overshooting_small_sample_gives_back_from_the_largest_class():
-    """9 images from 95% nevi: nv's share (4) and one each for the rest make 10; nv gives one back."""
-    table = labelled([10, 10, 10, 10, 10, 1000, 10])
-    for seed in range(5):  # no random top-up is needed, so no seed changes the counts
-        counts = stratified_sample(table, 9, seed=seed)["label"].value_counts().reindex(CLASSES)
-        assert counts.tolist() == [1, 1, 1, 1, 1, 3, 1]
-
-
-def test_calibration_needs_one_image_per_class():
-    table = labelled([10] * len(CLASSES))
-    with pytest.raises(ToolkitError, match="at least 7 images \\(one per class\\); got 6"):
-        stratified_sample(table, 6)

@@ -8,7 +8,7 @@ import base64
 import cv2
 import numpy as np
 import pytest
-from conftest import HAM, SHIPPED
+from conftest import SHIPPED, spread_images
 
 from toolkit.base.errors import ToolkitError
 from toolkit.data.images import decode_image
@@ -16,7 +16,7 @@ from toolkit.export.bundle import Bundle
 from toolkit.preview.browser import browser_classify, chromium, classify_files, open_page
 
 pytestmark = pytest.mark.skipif(chromium() is None, reason="skipped: chromium not installed")
-HAM_IMAGES = sorted((HAM / "images").glob("*.jpg"))[::500][:20]
+HAM_IMAGES = spread_images(20)
 
 
 def classify(page, path) -> dict:
@@ -69,7 +69,7 @@ def test_the_page_answers_as_predict_does(name, request, tmp_path):
     """The 16 contract images: the same top-1 as ``predict``, probabilities within one output quantization step."""
     bundle = SHIPPED if name == "shipped float16" else request.getfixturevalue("int8_bundle")
     opened = Bundle.open(bundle)
-    images = sorted((HAM / "images").glob("*.jpg"))[::500][:16]
+    images = spread_images(16)
     expected = opened.predict(np.stack([opened.preprocess(path) for path in images]))
     step = opened.manifest["output"]["scale"] if opened.manifest["output"]["dtype"] != "float32" else 1e-5
     with open_page(bundle) as page:

@@ -10,7 +10,7 @@ import subprocess
 import cv2
 import numpy as np
 import pytest
-from conftest import HAM, REPO
+from conftest import REPO, spread_images
 
 from toolkit.data.images import decode_image
 from toolkit.data.resize import contract_taps, padded_size, resize_contract, resize_exact, tap_arrays
@@ -42,7 +42,7 @@ def edge_cases() -> dict[str, np.ndarray]:
 
 
 def cases() -> dict[str, np.ndarray]:
-    images = sorted((HAM / "images").glob("*.jpg"))[::500][:20]
+    images = spread_images(20)
     return {**{path.stem[-4:]: decode_image(path) for path in images}, **edge_cases()}
 
 
