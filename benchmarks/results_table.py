@@ -146,6 +146,7 @@ def shipped_table() -> str:
 LEVERS = {  # variant in train_levers.json: what README calls it
     "finetune_144": "at 144 px",
     "finetune_112": "at 112 px",
+    "finetune_176_bfloat16": "Keras's `mixed_bfloat16` policy at 176 px",
     "threads_intra2_inter1": "2 intra-op and 1 inter-op threads",
     "threads_intra1_inter1": "1 and 1",
 }
@@ -160,10 +161,12 @@ def levers_line() -> list[str]:
     speed = [f"{name} {variants[key]['images_per_second']:.1f} ({variants[key]['speed_vs_finetune_176']:.2f}x)"
              for key, name in LEVERS.items()]  # fmt: skip
     cached, through = variants["head_cached"], variants["head_through_backbone"]
+    machine = result["machine"]
     return [
         "",
         f"What each training lever bought, in images per second of a training step measured side by side in one run "
-        f"(`benchmarks/results/train_levers.json`, {result['date']}): the whole backbone's fine-tune at 176 px "
+        f"(`benchmarks/results/train_levers.json`, {result['date']}, {machine['cores']} cores, {machine['cpu']}: "
+        f"{', '.join(machine['cpu_features'])}): the whole backbone's fine-tune at 176 px "
         f"{variants['finetune_176']['images_per_second']:.1f}; {'; '.join(speed)}; the head phase on cached backbone "
         f"features {cached['images_per_second']:.1f} against {through['images_per_second']:.1f} through the backbone "
         f"({cached['images_per_second'] / through['images_per_second']:.2f}x, the recipe uses it).",

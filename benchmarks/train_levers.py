@@ -6,6 +6,7 @@ its own process (TensorFlow's thread pools are fixed once it starts) and reports
 - ``finetune_176``: the recipe's step, the whole backbone fine-tuning at 176 px, TensorFlow's default threads;
 - ``finetune_144`` and ``finetune_112``: progressive resizing's early, smaller steps (Keras loads its 224 px
   ImageNet file for sizes outside 96/128/160/192/224, the only MobileNetV2 file on these machines);
+- ``finetune_176_bfloat16``: the recipe's step under Keras's ``mixed_bfloat16`` policy (AMX or AVX512-BF16 CPUs);
 - ``threads_intra2_inter1`` and ``threads_intra1_inter1``: TensorFlow's thread settings at 176 px;
 - ``head_through_backbone``: a head epoch with the frozen backbone run on every batch (``--augment-head``);
 - ``head_cached``: a head epoch on cached backbone features (the default head phase), the caching pass
@@ -30,6 +31,7 @@ VARIANTS = {
     "finetune_176": {"size": 176, "phase": "finetune"},
     "finetune_144": {"size": 144, "phase": "finetune"},
     "finetune_112": {"size": 112, "phase": "finetune"},
+    "finetune_176_bfloat16": {"size": 176, "phase": "finetune", "policy": "mixed_bfloat16"},
     "threads_intra2_inter1": {"size": 176, "phase": "finetune", "intra": 2, "inter": 1},
     "threads_intra1_inter1": {"size": 176, "phase": "finetune", "intra": 1, "inter": 1},
     "head_through_backbone": {"size": 176, "phase": "head"},
@@ -58,6 +60,7 @@ def measure(variant: str, count: int, steps: int) -> dict:
         tf.config.threading.set_inter_op_parallelism_threads(spec["inter"])
     import keras
 
+    keras.mixed_precision.set_global_policy(spec.get("policy", "float32"))
     from toolkit.model.classifier import build_classifier, set_phase
 
     keras.utils.set_random_seed(0)

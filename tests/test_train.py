@@ -141,8 +141,10 @@ def test_interrupted_training_resumes_without_losing_an_epoch(tmp_path, monkeypa
     assert not RunLayout(out).snapshots.exists()
 
 
-@pytest.mark.parametrize("best_so_far", [-1.0, 2.0])
-def test_averaged_weights_are_the_mean_of_the_snapshots_kept_only_when_val_prefers_them(tmp_path, best_so_far):
+@pytest.mark.parametrize("best_so_far, always", [(-1.0, False), (2.0, False), (2.0, True)])
+def test_averaged_weights_are_the_mean_of_the_snapshots_kept_when_val_prefers_them_or_when_asked(
+    tmp_path, best_so_far, always
+):
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(7)])
     RunLayout(tmp_path).snapshots.mkdir()
     snapshots = [[np.full(w.shape, value, np.float32) for w in model.get_weights()] for value in (1.0, 2.0, 6.0)]
@@ -150,14 +152,20 @@ def test_averaged_weights_are_the_mean_of_the_snapshots_kept_only_when_val_prefe
         np.savez(RunLayout(tmp_path).snapshots / f"epoch_{epoch:03d}.npz", *weights)
     state = {"best_val_balanced_accuracy": best_so_far}
     val = np.random.default_rng(0).integers(0, 255, (20, 8, 8, 3)).astype(np.float32), np.arange(20) % 7
-    average_snapshots(model, tmp_path, state, val)
+    average_snapshots(model, tmp_path, state, val, always=always)
     assert state["average"]["epochs"] == [1, 2, 3] and 0 <= state["average"]["val_balanced_accuracy"] <= 1
-    kept = best_so_far < 0
+    kept = best_so_far < 0 or always  # no score beats 2.0: only --keep-average keeps the mean then
     assert state["average"]["kept"] == kept and (tmp_path / "model.keras").exists() == kept
     if kept:
         saved = keras.saving.load_model(tmp_path / "model.keras").get_weights()
         assert all(np.allclose(w, 3.0) for w in saved)  # the mean of 1, 2 and 6
         assert state["best_val_balanced_accuracy"] == state["average"]["val_balanced_accuracy"]
+
+
+@pytest.mark.parametrize("average_last", [0, 1])
+def test_keeping_an_average_needs_two_epochs_to_average(average_last):
+    with pytest.raises(ToolkitError, match=f"keep_average needs average_last of 2 or more epochs, not {average_last}"):
+        replace(TINY, keep_average=True, average_last=average_last)
 
 
 def test_train_command_refuses_bad_input_and_writes_nothing(run, capsys, tmp_path):

@@ -22,6 +22,7 @@ TRAIN_HELP = {
     "decision": "after training: shift the class priors to maximise this metric on val, then fit a temperature",
     "patience": "early-stopping patience in epochs",
     "average_last": "also try the mean weights of the last N fine-tune epochs; kept if val balanced accuracy is higher",
+    "keep_average": "keep that mean whatever val says: the best epoch's val score is a maximum that flatters it",
     "ema": "validate, checkpoint and keep a moving average of the fine-tune's weights with this momentum "
     "(0.999: about the last 1000 steps); 0: off",
     "progressive_size": "progressive resizing: fine-tune first at this smaller size, then at the input size; 0: off",

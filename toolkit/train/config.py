@@ -59,6 +59,7 @@ class TrainConfig:
     decision: str = "macro_f1"  # prior shift chosen on val by this metric, then temperature; "none": neither
     patience: int = 5
     average_last: int = 0  # N > 0: also try the mean weights of the last N fine-tune epochs, kept if val prefers it
+    keep_average: bool = False  # True: that mean replaces the best epoch whatever val says (a val maximum flatters)
     ema: float = 0.0  # > 0: momentum of a moving average of the fine-tune's weights, used in their place; 0: off
     progressive_size: int = 0  # > 0: the fine-tune's first progressive_epochs run at this smaller size (cheaper)
     progressive_epochs: int = 0
@@ -94,6 +95,8 @@ class TrainConfig:
             raise ToolkitError(f"ema must be 0 (off) or a momentum below 1 (0.999 is usual), not {self.ema}")
         if self.average_last < 0:
             raise ToolkitError(f"average_last must be 0 (off) or a number of epochs, not {self.average_last}")
+        if self.keep_average and self.average_last < 2:
+            raise ToolkitError(f"keep_average needs average_last of 2 or more epochs, not {self.average_last}")
         if (self.progressive_size or self.progressive_epochs) and not (
             self.progressive_size > 0 and 0 < self.progressive_epochs < self.epochs_finetune
         ):

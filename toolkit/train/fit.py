@@ -261,12 +261,16 @@ def mean_weights(weight_lists: list[list[np.ndarray]]) -> list[np.ndarray]:
     return [np.mean(arrays, axis=0) for arrays in zip(*weight_lists, strict=True)]
 
 
-def average_snapshots(model: keras.Model, run: Path, state: dict, val: tuple[np.ndarray, np.ndarray]) -> None:
-    """Average the weights of the last fine-tune epochs and keep the mean if val balanced accuracy beats the best epoch.
+def average_snapshots(
+    model: keras.Model, run: Path, state: dict, val: tuple[np.ndarray, np.ndarray], always: bool = False
+) -> None:
+    """Average the weights of the last fine-tune epochs; keep the mean if val balanced accuracy beats the best epoch.
 
     Weight averaging along the tail of the schedule, as in SWA, finds a flatter point than any one
-    epoch. SWA's BatchNorm update is not needed with the BatchNorm fix: every snapshot has the same
-    pretrained statistics (a backbone trained from scratch averages them too, and val decides).
+    epoch, and flat points hold up better on data from elsewhere (SWAD, Cha et al. 2021). The best
+    epoch is the maximum of many noisy val scores, so it flatters itself; ``always`` keeps the mean
+    regardless. SWA's BatchNorm update is not needed with the BatchNorm fix: every snapshot has the
+    same pretrained statistics (a backbone trained from scratch averages them too, and val decides).
     """
     from sklearn.metrics import balanced_accuracy_score
 
@@ -281,12 +285,12 @@ def average_snapshots(model: keras.Model, run: Path, state: dict, val: tuple[np.
         images, labels = val
         probs = predict(model, images, "validating averaged weights")
         score = float(balanced_accuracy_score(labels, probs.argmax(axis=1)))
-        kept = score > state["best_val_balanced_accuracy"]
+        kept = always or score > state["best_val_balanced_accuracy"]
         if kept:
             model.save(RunLayout(run).model)
             state["best_val_balanced_accuracy"] = score
         state["average"].update(val_balanced_accuracy=score, kept=kept)
-        verdict = "kept" if kept else "not kept: the best epoch stays"
+        verdict = ("kept, as --keep-average asks" if always else "kept") if kept else "not kept: the best epoch stays"
         print(
             f"mean of the last {len(paths)} fine-tune epochs: val_balanced_accuracy {score:.4f}, {verdict}", flush=True
         )

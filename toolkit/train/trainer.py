@@ -179,7 +179,7 @@ def _fit_and_finish(
             return out  # process 0 averages, evaluates and writes the run
         model = keras.saving.load_model(RunLayout(partial).model)  # on one device now
     if config.average_last and "average" not in state:
-        average_snapshots(model, partial, state, val_set)
+        average_snapshots(model, partial, state, val_set, always=config.keep_average)
     evaluating = time.monotonic()
     test_set = _split_arrays(table, "test", input_size, config.resize_mode)
     _finish(partial, table, config, state, {"val": val_set, "test": test_set})
