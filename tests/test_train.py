@@ -196,10 +196,12 @@ sys.meta_path.insert(0, NoTensorFlow())
 
 
 def test_the_same_command_trains_under_jax_without_tensorflow(tmp_path):
+    """The logit-adjusted loss trains here too: it is written in keras.ops, not TensorFlow."""
     out = tmp_path / "jax_run"
     command = [sys.executable, "-m", "toolkit", "train", "--data", str(HAM), "--arch", "mobilenet_v2",
                "--alpha", "0.35", "--input-size", "64", "--weights", "none", "--epochs-head", "1",
-               "--epochs-finetune", "1", "--limit", "100", "--out", str(out)]  # fmt: skip
+               "--epochs-finetune", "1", "--limit", "100", "--imbalance", "logit_adjust",
+               "--out", str(out)]  # fmt: skip
     (tmp_path / "sitecustomize.py").write_text(NO_TENSORFLOW)
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=str(tmp_path))
     blocked = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, capture_output=True, text=True)

@@ -14,7 +14,7 @@ TRAIN_HELP = {
     "default: the backbone's",
     "schedule": "plateau: cut the learning rate when val loss stalls; cosine: one-epoch warm-up, then cosine to 0",
     "weight_decay": "adamw only",
-    "imbalance": "class weights in the loss, oversampling, or neither",
+    "imbalance": "class weights in the loss, oversampling, the log prior added to the logits in the loss, or none",
     "class_weight_power": "0.5 for square-root class weights",
     "mixup": "fine-tune mixup, Beta(ALPHA, ALPHA); 0.2 is usual, 0 is off",
     "augment_head": "augment the head phase too (it then runs the backbone each step instead of caching its output)",

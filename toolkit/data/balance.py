@@ -6,7 +6,7 @@ import numpy as np
 
 from toolkit.base.classes import CLASSES
 
-IMBALANCE_MODES = ("class_weight", "oversample", "none")
+IMBALANCE_MODES = ("class_weight", "oversample", "logit_adjust", "none")  # logit_adjust: in the loss (train/losses.py)
 
 
 def class_weights(labels: np.ndarray, power: float = 1.0) -> np.ndarray:

@@ -23,12 +23,12 @@ from toolkit.data.balance import IMBALANCE_MODES, class_weights
 class ImageBatches(keras.utils.PyDataset):
     """Shuffled, augmented, class-balanced batches of cached images, with one-hot labels.
 
-    ``imbalance`` is ``class_weight`` (each batch carries per-sample weights), ``oversample``
-    (each epoch draws images with probability inversely proportional to their class size) or
-    ``none``. ``mixup`` > 0 blends each image and its one-hot target with another image of the same
-    batch, by a weight drawn from Beta(mixup, mixup) (Zhang et al. 2018); a regulariser against the
-    fine-tune's overfitting. Random draws depend only on (seed, epoch, batch, the image's place in it), so worker
-    threads cannot change them, nor can the number of devices.
+    ``imbalance`` is ``class_weight`` (each batch carries per-sample weights), ``oversample`` (each epoch draws
+    images with probability inversely proportional to their class size), or ``logit_adjust`` or ``none`` (the
+    batches as drawn; logit adjustment lives in the loss). ``mixup`` > 0 blends each image and its one-hot target
+    with another image of the same batch, by a weight drawn from Beta(mixup, mixup) (Zhang et al. 2018); a
+    regulariser against the fine-tune's overfitting. Random draws depend only on (seed, epoch, batch, the image's
+    place in it), so worker threads cannot change them, nor can the number of devices.
 
     Data-parallel training: ``shard`` (process index, process count) makes each process build only its slice of
     every global batch, and ``multiple_of`` (the device count) trims a last, short batch to a multiple of it, as

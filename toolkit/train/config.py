@@ -50,7 +50,7 @@ class TrainConfig:
     weight_decay: float = 1e-4  # adamw only
     label_smoothing: float = 0.0
     dropout: float = 0.2
-    imbalance: str = "class_weight"  # class_weight, oversample or none
+    imbalance: str = "class_weight"  # class_weight, oversample, logit_adjust or none
     class_weight_power: float = 1.0  # 0.5: square-root class weights
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     mixup: float = 0.0  # > 0: Beta parameter of mixup in the fine-tune (0.2 is usual); 0: off

@@ -21,6 +21,7 @@ from toolkit.model.classifier import at_size, predict, set_phase
 from toolkit.train.config import PHASES, Stage, TrainConfig
 from toolkit.train.distribute import LocalCopy, Placement, one_device
 from toolkit.train.ema import AverageAtEpochEnd, ema_options
+from toolkit.train.losses import training_loss
 
 
 def _optimizer(config: TrainConfig, phase: str, epochs: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -207,7 +208,7 @@ def fit_stage(
     epochs = config.epochs_head if phase == "head" else config.epochs_finetune
     boundary = config.boundary or backbone_spec(config.arch).default_boundary
     set_phase(model, config.arch, phase, boundary, uses_bn_fix(config))
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    loss = training_loss(config.imbalance, config.label_smoothing, train[1])
     trained = model if stage.size == final_size else at_size(model, stage.size)
     fit_model, val_inputs, data = _fit_inputs(
         trained, config, phase, train, val[0], placement, features_model, stage.first_epoch
