@@ -17,3 +17,9 @@ def class_weights(labels: np.ndarray, power: float = 1.0) -> np.ndarray:
     weights = np.ones(len(CLASSES), np.float32)
     weights[present] = compute_class_weight("balanced", classes=present, y=labels) ** power
     return weights
+
+
+def class_prior(labels: np.ndarray) -> np.ndarray:
+    """Each class's share of ``labels``, counted one more time each, so a class absent from them keeps a finite log."""
+    counts = np.bincount(labels, minlength=len(CLASSES)) + 1.0
+    return counts / counts.sum()

@@ -16,6 +16,7 @@ import numpy as np
 
 from toolkit.base.classes import CLASSES
 from toolkit.base.errors import ToolkitError
+from toolkit.data.balance import class_prior
 
 if TYPE_CHECKING:
     import keras
@@ -72,8 +73,7 @@ def fit_decision(probs: np.ndarray, labels: np.ndarray, train_labels: np.ndarray
     if objective not in OBJECTIVES:
         raise ToolkitError(f"unknown decision objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
     logits = np.log(np.clip(probs, 1e-12, 1.0))  # log-probabilities differ from logits by a per-row constant
-    counts = np.bincount(train_labels, minlength=len(CLASSES)) + 1.0  # +1: a class absent from train stays finite
-    log_prior = np.log(counts / counts.sum())
+    log_prior = np.log(class_prior(train_labels))
     curve = {
         name: [objective_score(name, labels, (logits - tau * log_prior).argmax(axis=1)) for tau in TAUS]
         for name in OBJECTIVES

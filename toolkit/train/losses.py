@@ -14,15 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from toolkit.base.classes import CLASSES
-
-FLOOR = 1e-7  # the model outputs probabilities; their log is clipped here, as Keras's own cross-entropy does
-
-
-def class_prior(labels: np.ndarray) -> np.ndarray:
-    """Each class's share of ``labels``; a class with no image counts as one, so its log stays finite."""
-    counts = np.maximum(np.bincount(labels, minlength=len(CLASSES)), 1)
-    return counts / counts.sum()
+from toolkit.data.balance import class_prior
 
 
 @keras.saving.register_keras_serializable(package="toolkit")
@@ -36,7 +28,8 @@ class LogitAdjustedCrossentropy(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         log_prior = ops.convert_to_tensor(np.log(self.prior), dtype=y_pred.dtype)
-        logits = ops.log(ops.clip(y_pred, FLOOR, 1.0)) + log_prior
+        # the model outputs probabilities: their log is clipped at Keras's epsilon, as its own cross-entropy does
+        logits = ops.log(ops.clip(y_pred, keras.config.epsilon(), 1.0)) + log_prior
         return keras.losses.categorical_crossentropy(
             y_true, logits, from_logits=True, label_smoothing=self.label_smoothing
         )
