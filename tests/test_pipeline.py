@@ -132,13 +132,16 @@ def test_mixup_is_wired_into_the_batches_and_off_at_zero(cached):
     assert plain[0].dtype == np.uint8
 
 
-def test_oversampling_balances_the_classes():
-    labels = np.repeat(np.arange(7), [10, 20, 40, 5, 40, 300, 8])
+def test_oversampling_draws_each_class_as_often_as_its_weight_counts_it():
+    counts = np.array([10, 20, 40, 5, 40, 300, 8])
+    labels = np.repeat(np.arange(7), counts)
     images = np.zeros((len(labels), 4, 4, 3), np.uint8)
-    batches = ImageBatches(images, labels, batch_size=64, imbalance="oversample")
-    drawn = np.concatenate([b[1].argmax(1) for b in batches.epoch_batches()])
-    shares = np.bincount(drawn, minlength=7) / len(drawn)
-    assert len(drawn) == len(labels) and np.all(np.abs(shares - 1 / 7) < 0.06)
+    for power, expected in ((1.0, np.full(7, 1 / 7)), (0.5, np.sqrt(counts) / np.sqrt(counts).sum())):
+        batches = ImageBatches(images, labels, batch_size=64, imbalance="oversample", class_weight_power=power)
+        assert len(batches[0]) == 2 and np.array_equal(batches[0][1], batches[0][1])  # no weights; deterministic
+        drawn = np.concatenate([batch[1].argmax(1) for epoch in range(20) for batch in batches.epoch_batches()])
+        shares = np.bincount(drawn, minlength=7) / len(drawn)
+        assert len(drawn) == 20 * len(labels) and np.allclose(shares, expected, atol=0.02), (power, shares)
 
 
 def test_bad_arguments_are_refused(cached):

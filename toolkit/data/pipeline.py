@@ -24,11 +24,13 @@ class ImageBatches(keras.utils.PyDataset):
     """Shuffled, augmented, class-balanced batches of cached images, with one-hot labels.
 
     ``imbalance`` is ``class_weight`` (each batch carries per-sample weights), ``oversample`` (each epoch draws
-    images with probability inversely proportional to their class size), or ``logit_adjust`` or ``none`` (the
-    batches as drawn; logit adjustment lives in the loss). ``mixup`` > 0 blends each image and its one-hot target
-    with another image of the same batch, by a weight drawn from Beta(mixup, mixup) (Zhang et al. 2018); a
-    regulariser against the fine-tune's overfitting. Random draws depend only on (seed, epoch, batch, the image's
-    place in it), so worker threads cannot change them, nor can the number of devices.
+    images with probability proportional to those weights: the same objective in expectation, with each rare image
+    seen more often under fresh augmentation instead of counted more), or ``logit_adjust`` or ``none`` (the batches
+    as drawn; logit adjustment lives in the loss). ``class_weight_power`` applies to both weighted modes. ``mixup``
+    > 0 blends each image and its one-hot target with another image of the same batch, by a weight drawn from
+    Beta(mixup, mixup) (Zhang et al. 2018); a regulariser against the fine-tune's overfitting. Random draws depend
+    only on (seed, epoch, batch, the image's place in it), so worker threads cannot change them, nor can the number
+    of devices.
 
     Data-parallel training: ``shard`` (process index, process count) makes each process build only its slice of
     every global batch, and ``multiple_of`` (the device count) trims a last, short batch to a multiple of it, as
@@ -64,14 +66,14 @@ class ImageBatches(keras.utils.PyDataset):
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.imbalance, self.seed, self.epoch, self.mixup = imbalance, seed, epoch, mixup
         self.shard, self.multiple_of = shard, multiple_of
-        self.weights = class_weights(self.labels, class_weight_power) if imbalance == "class_weight" else None
+        self.class_weights = class_weights(self.labels, class_weight_power)
+        self.weights = self.class_weights if imbalance == "class_weight" else None
         self.order = self._epoch_order()
 
     def _epoch_order(self) -> np.ndarray:
         rng = np.random.default_rng([self.seed, self.epoch])
         if self.imbalance == "oversample":
-            counts = np.bincount(self.labels, minlength=len(CLASSES))
-            probability = 1.0 / counts[self.labels]
+            probability = self.class_weights[self.labels]
             return rng.choice(len(self.labels), size=len(self.labels), p=probability / probability.sum())
         return rng.permutation(len(self.labels)) if self.shuffle else np.arange(len(self.labels))
 

@@ -169,9 +169,9 @@ def _fit_inputs(model, config, phase, train, val_images, placement: Placement, f
         val_inputs = predict(features_model, val_images, "caching val features")
         features = predict(features_model, train_images, "caching train features")
         targets = np.eye(len(CLASSES), dtype=np.float32)[train_labels]
-        weights = (
+        weights = (  # cached features are one fixed array: oversampling becomes its expectation, the weights
             class_weights(train_labels, config.class_weight_power)[train_labels]
-            if config.imbalance == "class_weight"
+            if config.imbalance in ("class_weight", "oversample")
             else None
         )
         data = {"x": features, "y": targets, "sample_weight": weights, "batch_size": config.batch_size, "shuffle": True}
