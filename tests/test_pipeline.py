@@ -14,6 +14,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from toolkit.base.errors import ToolkitError
 from toolkit.data.augment import AugmentConfig, augment_image, mix_batch
+from toolkit.data.balance import IMBALANCE_MODES, class_weights, fixed_sample_weights
 from toolkit.data.images import load_images
 from toolkit.data.pipeline import ImageBatches
 from toolkit.data.readers import read_dataset
@@ -142,6 +143,16 @@ def test_oversampling_draws_each_class_as_often_as_its_weight_counts_it():
         drawn = np.concatenate([batch[1].argmax(1) for epoch in range(20) for batch in batches.epoch_batches()])
         shares = np.bincount(drawn, minlength=7) / len(drawn)
         assert len(drawn) == 20 * len(labels) and np.allclose(shares, expected, atol=0.02), (power, shares)
+
+
+@pytest.mark.parametrize("imbalance", IMBALANCE_MODES)
+def test_a_fixed_array_takes_the_weights_oversampling_would_draw_by(imbalance):
+    labels = np.repeat(np.arange(7), [10, 20, 40, 5, 40, 300, 8])
+    weights = fixed_sample_weights(labels, imbalance, 0.75)
+    if imbalance in ("class_weight", "oversample"):
+        assert np.allclose(weights, class_weights(labels, 0.75)[labels]) and weights[labels == 3][0] > weights[-9]
+    else:
+        assert weights is None
 
 
 def test_bad_arguments_are_refused(cached):

@@ -14,8 +14,9 @@ TRAIN_HELP = {
     "default: the backbone's",
     "schedule": "plateau: cut the learning rate when val loss stalls; cosine: one-epoch warm-up, then cosine to 0",
     "weight_decay": "adamw only",
-    "imbalance": "class weights in the loss, oversampling, the log prior added to the logits in the loss, or none",
-    "class_weight_power": "0.5 for square-root class weights",
+    "imbalance": "class weights in the loss, drawing images by those weights (oversample), the log prior added to "
+    "the logits in the loss, or none",
+    "class_weight_power": "power of the balanced class weights, for class_weight and oversample; 0.5: square root",
     "mixup": "fine-tune mixup, Beta(ALPHA, ALPHA); 0.2 is usual, 0 is off",
     "augment_head": "augment the head phase too (it then runs the backbone each step instead of caching its output)",
     "bn_fix": "ablation only: BatchNorm trains",

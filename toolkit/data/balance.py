@@ -19,6 +19,14 @@ def class_weights(labels: np.ndarray, power: float = 1.0) -> np.ndarray:
     return weights
 
 
+def fixed_sample_weights(labels: np.ndarray, imbalance: str, power: float) -> np.ndarray | None:
+    """Per-image loss weights for a fixed array, which cannot be drawn anew each epoch (cached features).
+
+    Oversampling draws by the class weights, so its expectation on such an array is those weights.
+    """
+    return class_weights(labels, power)[labels] if imbalance in ("class_weight", "oversample") else None
+
+
 def class_prior(labels: np.ndarray) -> np.ndarray:
     """Each class's share of ``labels``, counted one more time each, so a class absent from them keeps a finite log."""
     counts = np.bincount(labels, minlength=len(CLASSES)) + 1.0

@@ -51,7 +51,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     dropout: float = 0.2
     imbalance: str = "class_weight"  # class_weight, oversample, logit_adjust or none
-    class_weight_power: float = 1.0  # 0.5: square-root class weights
+    class_weight_power: float = 1.0  # of the balanced weights, for class_weight and oversample; 0.5: square root
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     mixup: float = 0.0  # > 0: Beta parameter of mixup in the fine-tune (0.2 is usual); 0: off
     augment_head: bool = False  # False: phase 1 trains on cached backbone features

@@ -14,7 +14,7 @@ import pandas as pd
 from toolkit.base.classes import CLASSES
 from toolkit.base.io import write_atomic, write_text
 from toolkit.base.layout import RunLayout
-from toolkit.data.balance import class_weights
+from toolkit.data.balance import fixed_sample_weights
 from toolkit.data.pipeline import ImageBatches
 from toolkit.model.backbones import backbone_spec
 from toolkit.model.classifier import at_size, predict, set_phase
@@ -169,11 +169,7 @@ def _fit_inputs(model, config, phase, train, val_images, placement: Placement, f
         val_inputs = predict(features_model, val_images, "caching val features")
         features = predict(features_model, train_images, "caching train features")
         targets = np.eye(len(CLASSES), dtype=np.float32)[train_labels]
-        weights = (  # cached features are one fixed array: oversampling becomes its expectation, the weights
-            class_weights(train_labels, config.class_weight_power)[train_labels]
-            if config.imbalance in ("class_weight", "oversample")
-            else None
-        )
+        weights = fixed_sample_weights(train_labels, config.imbalance, config.class_weight_power)
         data = {"x": features, "y": targets, "sample_weight": weights, "batch_size": config.batch_size, "shuffle": True}
     else:
         fit_model, val_inputs = model, val_images
