@@ -28,6 +28,8 @@ TRAIN_HELP = {
     "(0.999: about the last 1000 steps); 0: off",
     "progressive_size": "progressive resizing: fine-tune first at this smaller size, then at the input size; 0: off",
     "progressive_epochs": "how many of the fine-tune epochs run at --progressive-size",
+    "finetune_seed": "another draw of the fine-tune's batches (order, augmentation, mixup) over the same split and "
+    "head phase: runs that differ only in it can be averaged by `soup`; 0: the default draw",
     "limit": "at most N images per split, stratified; 0: all",
     "devices": "all, or N local devices to train on data-parallel (JAX only); --batch-size is the global batch",
     "val": "share of lesions for validation",

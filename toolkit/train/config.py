@@ -67,6 +67,7 @@ class TrainConfig:
     val: float = VAL_SHARE
     test: float = TEST_SHARE
     seed: int = SPLIT_SEED
+    finetune_seed: int = 0  # > 0: another draw of the fine-tune's order, augmentation and mixup; split and head alike
     devices: str = "all"  # all, or N: data-parallel over this many local devices under JAX (batch_size is global)
 
     def __post_init__(self) -> None:

@@ -182,7 +182,7 @@ def _fit_inputs(model, config, phase, train, val_images, placement: Placement, f
             augment=augment,
             imbalance=config.imbalance,
             class_weight_power=config.class_weight_power,
-            seed=config.seed + PHASES.index(phase),
+            seed=config.seed + PHASES.index(phase) + (config.finetune_seed if phase == "finetune" else 0),
             mixup=config.mixup if phase == "finetune" else 0.0,
             shard=(placement.process_id, placement.processes),
             multiple_of=len(placement.devices),
