@@ -67,17 +67,33 @@ def portable_config(run: Path) -> dict:
     return {**config, "data": portable_path(find_portable(config["data"], run), RESULTS)}
 
 
-def train_or_reuse(recipe: str, name: str) -> tuple[Path, bool]:
-    """The run for ``recipe`` and whether it was reused: it is when ``runs/<name>/`` holds that recipe."""
+def training_seconds(run: Path) -> float:
+    """The training call's own wall clock, else the sum of its phases (a resumed run loses its start-ups)."""
+    seconds = json.loads(RunLayout(run).state.read_text())["seconds"]
+    return seconds.get("wall") or sum(seconds.values())
+
+
+def train_or_reuse(config, name: str) -> tuple[Path, float]:
+    """``runs/<name>/``, trained unless it holds ``config`` already, and the seconds earlier calls spent training it."""
     from toolkit.train.trainer import train
 
-    config, run = config_for(recipe), RUNS / name
+    run = RUNS / name
     if RunLayout(run).splits.exists() and same_recipe(run, config):
         print(f"reusing {run} (same recipe)")
-        return run, True
+        return run, training_seconds(run)
     partial = run.with_name(run.name + ".partial")
     train(config, run, resume=RunLayout(partial).config.exists(), force=True)
-    return run, False
+    return run, 0.0
+
+
+def trained_runs(recipe: str, name: str) -> tuple[list[Path], float]:
+    """The recipe's run, or one per fine-tune seed when it is a soup, and the seconds earlier calls spent on them."""
+    config, seeds = config_for(recipe), RECIPES[recipe].get("finetune_seeds")
+    if not seeds:
+        run, earlier = train_or_reuse(config, name)
+        return [run], earlier
+    runs = [train_or_reuse(replace(config, finetune_seed=seed), f"{name}_ft{seed}") for seed in seeds]
+    return [run for run, _ in runs], sum(seconds for _, seconds in runs)
 
 
 def scores(metrics: dict) -> dict:
@@ -208,16 +224,20 @@ def hold_back(bundle: Path, folder: Path) -> Path:
 
 def benchmark(recipe: str, out: Path, train_only: bool, ship: bool, tag: str) -> None:
     from toolkit.train.runs import open_run, pack_run
+    from toolkit.train.soup import soup_runs
 
     started = time.monotonic()
     arch = RECIPES[recipe]["arch"]
     name = f"ham10000_{recipe}" + f"_{tag}" * bool(tag)
-    trained, reused = train_or_reuse(recipe, name)
+    ingredients, earlier = trained_runs(recipe, name)
     if train_only:
-        print(f"trained {trained}; run the same command without --train-only on a machine with TensorFlow")
+        print(f"trained {', '.join(map(str, ingredients))}; run the same command without --train-only with TensorFlow")
         return
+    souped = len(ingredients) > 1
+    trained = soup_runs(ingredients, RUNS / name, force=True) if souped else ingredients[0]
     state = json.loads(RunLayout(trained).state.read_text())
     seconds = {phase: round(value, 1) for phase, value in state.get("seconds", {}).items()}
+    seconds.update({f"train_{run.name}": round(training_seconds(run), 1) for run in ingredients if souped})
     run = pack_run(trained, MODELS / name, force=True) if ship else trained
     flags = f" --tag {tag}" * bool(tag) + " --ship" * ship
     reproduce = (f".venv/bin/python benchmarks/accuracy_ham10000.py --recipe {recipe} --out {out}{flags}",)
@@ -228,9 +248,7 @@ def benchmark(recipe: str, out: Path, train_only: bool, ship: bool, tag: str) ->
         seconds[f"export_and_gate_{key}"] = round(time.monotonic() - clock, 1)
         bundles[key] = bundle_result(bundle, run, passed, seconds, key)
     seconds["this_invocation"] = round(time.monotonic() - started, 1)
-    chain = seconds["this_invocation"]
-    if reused:  # add the earlier training call: its own wall clock, else its phases (resumed runs lose start-ups)
-        chain += state["seconds"].get("wall") or sum(state["seconds"].values())
+    chain = seconds["this_invocation"] + earlier  # with the training calls before this one, if runs were reused
     int8 = bundles["int8"]
     result = {
         **environment(),
@@ -247,6 +265,7 @@ def benchmark(recipe: str, out: Path, train_only: bool, ship: bool, tag: str) ->
         "chain_minutes": round(chain / 60, 1),
         "history": epoch_history(trained),
         "weight_average": state.get("average"),  # the mean of the last fine-tune epochs, when the recipe asks
+        "soup": state.get("soup"),  # the runs averaged and what each scored on val, when the recipe is a soup
         "test_images": int8["scores"]["images"],
         "float": scores(json.loads(RunLayout(trained).metrics.read_text())["test"]),
         "int8": int8["scores"],

@@ -17,7 +17,19 @@ def test_help_lists_subcommands():
     result = subprocess.run([sys.executable, "-m", "toolkit", "--help"], capture_output=True, text=True)
     listed = re.findall(r"^    ([a-z]+) ", result.stdout, flags=re.MULTILINE)
     assert result.returncode == 0
-    assert listed == ["data", "train", "decide", "pack", "evaluate", "export", "drift", "bench", "predict", "preview"]
+    assert listed == [
+        "data",
+        "train",
+        "decide",
+        "soup",
+        "pack",
+        "evaluate",
+        "export",
+        "drift",
+        "bench",
+        "predict",
+        "preview",
+    ]
 
 
 def test_metadata_writers_import_here():

@@ -1,4 +1,5 @@
-"""The command line, ``python -m toolkit``: :mod:`.parser` parses, :mod:`.commands` calls the stages.
+"""The command line, ``python -m toolkit``: :mod:`.parser` parses; :mod:`.commands` and :mod:`.run_tools` call
+the stages.
 
 Exit codes, the same for every command: 0 success; 1 a failed drift gate and nothing else; 2 bad input or
 environment (one line naming the file, field or value and what to do); 3 an unexpected error, which is a
@@ -19,9 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for the model card's "reproduce"
     try:
-        from toolkit.cli import commands
+        from toolkit.cli import commands, run_tools
 
-        return getattr(commands, f"cmd_{args.command}")(args)
+        return (getattr(commands, f"cmd_{args.command}", None) or getattr(run_tools, f"cmd_{args.command}"))(args)
     except BaseException as error:  # every way out gets its one line and its exit code
         return _report(error, args.debug)
 

@@ -103,41 +103,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_decide(args: argparse.Namespace) -> int:
-    load_tensorflow(args)
-    from toolkit.train.trainer import refit_decision
-
-    run = refit_decision(args.run, args.decision)  # prints the decision it fits
-    print(f"rewrote {run}: model.keras, decision.json, reference.npz, metrics.json and plots")
-    return 0
-
-
-def cmd_pack(args: argparse.Namespace) -> int:
-    load_tensorflow(args)
-    from toolkit.train.runs import pack_run
-
-    out = pack_run(args.run, args.out, args.force)
-    size = sum(path.stat().st_size for path in out.iterdir()) / 1e6
-    print(f"wrote {out} ({size:.1f} MB): the float model without optimizer state, reference, metrics, decision")
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    runs = args.ensemble or [args.run]
-    if runs == [None]:
-        raise ToolkitError("give a run with --run DIR, or several with --ensemble DIR DIR ...")
-    load_tensorflow(args)
-    from toolkit.train.evaluate import evaluate_runs
-
-    metrics = evaluate_runs(runs, args.split)
-    label = "ensemble of " + ", ".join(map(str, runs)) if args.ensemble else str(runs[0])
-    print(f"{label}, {args.split} split ({metrics['images']} images)")
-    for key in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc_ovr_macro", "ece"):
-        print(f"  {key:18s} {metrics[key]:.4f}")
-    print("  recall per class: " + ", ".join(f"{c} {v['recall']:.2f}" for c, v in metrics["per_class"].items()))
-    return 0
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     from toolkit.export.options import ExportOptions
     from toolkit.export.quantization import Quantization

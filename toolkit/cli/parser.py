@@ -130,6 +130,16 @@ def _add_run_tools(commands, common) -> None:
     )
     decide.add_argument("--run", type=Path, required=True)
     decide.add_argument("--decision", choices=DECISIONS, help="default: the objective the run used")
+    soup = _command(
+        commands,
+        "soup",
+        "--runs DIR DIR [DIR ...] --out DIR [--force]",
+        "average finished runs' weights greedily, each kept only if val holds (runs that differ in --finetune-seed)",
+        common,
+    )
+    soup.add_argument("--runs", type=Path, nargs="+", required=True, help="finished run folders, e.g. runs/NAME")
+    soup.add_argument("--out", type=Path, required=True, help="run folder for the soup, e.g. runs/NAME_soup")
+    soup.add_argument("--force", action="store_true", help="replace an existing folder")
     pack = _command(
         commands,
         "pack",
