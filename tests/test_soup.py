@@ -53,8 +53,10 @@ def test_greedy_soup_keeps_only_what_does_not_lower_the_score():
 def test_soup_writes_a_finished_run_no_worse_on_val_than_its_best_ingredient(ingredients, tmp_path):
     out = tmp_path / "soup"
     assert main(["soup", "--runs", *map(str, ingredients), "--out", str(out)]) == 0
-    soup = json.loads((out / "state.json").read_text())["soup"]
-    assert soup["ingredients"] == [str(run) for run in ingredients]
+    state = json.loads((out / "state.json").read_text())
+    soup = state["soup"]
+    assert soup["ingredients"] == [str(run.resolve()) for run in ingredients]  # outside a checkout: absolute
+    assert state["seconds"]["soup"] > 0
     assert soup["soup_val_balanced_accuracy"] >= max(soup["val_balanced_accuracy"].values())
     kept = [open_run(Path(path)).load_raw_model().get_weights() for path in soup["kept"]]
     for souped, expected in zip(open_run(out).load_raw_model().get_weights(), mean_weights(kept), strict=True):

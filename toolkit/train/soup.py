@@ -22,7 +22,7 @@ import numpy as np
 from toolkit.base.errors import ToolkitError
 from toolkit.base.io import write_json
 from toolkit.base.layout import RunLayout
-from toolkit.base.paths import find_portable
+from toolkit.base.paths import find_portable, portable_path
 from toolkit.data.images import load_images
 from toolkit.data.split import write_splits
 from toolkit.model.classifier import predict
@@ -87,7 +87,8 @@ def soup_runs(paths: list[Path], out: Path, force: bool = False) -> Path:
         return objective_score("balanced_accuracy", labels, predict(model, images, "scoring on val").argmax(axis=1))
 
     models = [run.load_raw_model() for run in runs]
-    kept, scores, best = greedy_soup(models, [str(path) for path in paths], score)
+    names = [portable_path(path, out) for path in paths]  # as a committed state.json may name them
+    kept, scores, best = greedy_soup(models, names, score)
     top = runs[kept[0]]
     work = out.with_name(f".{out.name}.souping")
     shutil.rmtree(work, ignore_errors=True)
@@ -95,14 +96,15 @@ def soup_runs(paths: list[Path], out: Path, force: bool = False) -> Path:
     try:
         _write_unfinished_run(top, models[kept[0]], work)
         record = {
-            "ingredients": [str(path) for path in paths],
-            "kept": [str(paths[index]) for index in kept],
-            "val_balanced_accuracy": {str(path): round(value, 4) for path, value in zip(paths, scores, strict=True)},
+            "ingredients": names,
+            "kept": [names[index] for index in kept],
+            "val_balanced_accuracy": {name: round(value, 4) for name, value in zip(names, scores, strict=True)},
             "soup_val_balanced_accuracy": round(best, 4),
         }
         state = {"backend": top.metrics.get("backend"), "device": top.metrics.get("device"), "soup": record}
-        write_json(RunLayout(work).state, {**state, "seconds": {"soup": time.monotonic() - started}})
+        write_json(RunLayout(work).state, state)
         refit_decision(work)
+        write_json(RunLayout(work).state, {**state, "seconds": {"soup": time.monotonic() - started}})
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
