@@ -1,10 +1,10 @@
 """Greedy model soups: the weights of runs fine-tuned from one head, averaged where validation agrees.
 
 Fine-tunes that start from the same pretrained weights and the same head tend to stay in one basin, so
-the mean of their weights can score above each of them at one model's size and latency (Wortsman et
-al. 2022, "Model soups"); an ensemble would pay for each member in both. The greedy recipe ranks the
-runs by validation balanced accuracy and adds each to the soup only if the mean does not score lower,
-so a soup never scores below its best run on validation. Runs that differ only in ``--finetune-seed``
+the mean of their weights can score above each of them at one model's size and latency (Wortsman et al.
+2022, "Model soups"); an ensemble would pay for each member in both. The greedy recipe ranks the runs by
+validation balanced accuracy and adds each to the soup only if the mean does not score lower, so at the
+argmax a soup never scores below its best run on validation. Runs that differ only in ``--finetune-seed``
 are the ingredients this is meant for; the soup then refits the decision rule like ``decide``.
 """
 
@@ -45,7 +45,7 @@ def check_ingredients(runs: list[Run]) -> None:
             if run.config.get(key) != first.config.get(key):
                 raise ToolkitError(
                     f"{run.path} has {key} {run.config.get(key)!r} and {first.path} has {first.config.get(key)!r}: "
-                    "only runs of one architecture and input size can be souped"
+                    f"souped runs must share {', '.join(SHARED)}"
                 )
         if not np.array_equal(run.rows("val")["image_id"], first.rows("val")["image_id"]):
             raise ToolkitError(f"{run.path} was split differently from {first.path}: a soup needs one split")
