@@ -6,6 +6,8 @@ None of these needs training, so they are worth ruling in or out before another 
 - the mean of the runs' probabilities (an ensemble: n times the bundle size and latency).
 Each run's folded decision rule is undone first, so the runs compare on their raw softmax: fair between
 runs trained with class weights (whose rule kept no shift), not for a run that leans on its prior shift.
+Each set of views is also scored after the first run's decision rule is refit on its mean probabilities,
+which is what a bundle with those views would answer.
 
     .venv/bin/python research/val_probes_ham10000.py runs/ham10000_mobilenet_v2 runs/ham10000_mobilenet_v2_224
 
@@ -58,17 +60,29 @@ def headline(labels: np.ndarray, probs: np.ndarray) -> dict:
     return {key: round(metrics[key], 4) for key in REPORTED}
 
 
+def after_decision(labels: np.ndarray, probs: np.ndarray, train_labels: np.ndarray, objective: str) -> dict:
+    """Headline scores once a decision rule of ``objective`` is refit on ``probs`` (its shift and temperature)."""
+    from scipy.special import softmax
+
+    from toolkit.train.decision import fit_decision
+
+    decision = fit_decision(probs, labels, train_labels, objective)
+    logits = np.log(np.clip(probs, 1e-12, 1.0)) + np.asarray(decision.shift)
+    return {"tau": decision.tau, **headline(labels, softmax(logits / decision.temperature, axis=1))}
+
+
 def main() -> None:
     from toolkit.data.images import load_images
     from toolkit.model.classifier import predict
     from toolkit.train.fit import mean_weights
-    from toolkit.train.runs import open_run
+    from toolkit.train.runs import check_same_split, open_run
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="finished MobileNetV2 run folders on the same split")
     parser.add_argument("--soup-size", type=int, help="input size for the weight soup (default: the first run's)")
     args = parser.parse_args()
     runs = [open_run(path) for path in args.runs]
+    check_same_split(runs, "val", "the probe")
     rows = runs[0].rows("val")
     labels = rows["label_index"].to_numpy()
     images = {}  # by input size: each run is scored at its own
@@ -81,8 +95,6 @@ def main() -> None:
     result: dict = {"val_images": len(labels), "runs": {}}
     probs, models = {}, []
     for run in runs:
-        if not np.array_equal(run.rows("val")["image_id"].to_numpy(), rows["image_id"].to_numpy()):
-            raise SystemExit(f"{run.path} was split differently from {runs[0].path}")
         model = run.load_raw_model()
         models.append(model)
         probs[run.name] = predict(model, val_images(run.input_size), f"{run.name} on val")
@@ -101,8 +113,13 @@ def main() -> None:
     for name, flags in list(VIEWS.items())[1:]:
         view_probs[name] = predict(models[0], view(val_images(runs[0].input_size), *flags), f"{first}, {name}")
     result["test_time_views"] = {"run": first}
+    train_labels, objective = runs[0].rows("train")["label_index"].to_numpy(), runs[0].config["decision"]
     for label, views in VIEW_SETS.items():
-        result["test_time_views"][label] = headline(labels, np.mean([view_probs[v] for v in views], axis=0))
+        mean = np.mean([view_probs[v] for v in views], axis=0)
+        result["test_time_views"][label] = {
+            **headline(labels, mean),
+            f"after_{objective}_decision": after_decision(labels, mean, train_labels, objective),
+        }
     if len(runs) > 1:
         result["probability_ensemble"] = headline(labels, np.mean(list(probs.values()), axis=0))
         size = args.soup_size or runs[0].input_size

@@ -14,8 +14,9 @@ import pytest
 from test_train import TINY
 
 from toolkit.cli import main
+from toolkit.train.fit import mean_weights
 from toolkit.train.runs import open_run
-from toolkit.train.soup import greedy_soup, mean_weights
+from toolkit.train.soup import greedy_soup
 from toolkit.train.trainer import train
 
 
@@ -75,6 +76,14 @@ def test_soup_refuses_runs_that_cannot_be_averaged(ingredients, tmp_path, capsys
     (other / "config.json").write_text(json.dumps({**config, "input_size": 96}))
     assert main(["soup", "--runs", str(ingredients[0]), str(other), "--out", str(tmp_path / "soup")]) == 2
     assert main(["soup", "--runs", str(ingredients[0]), "--out", str(tmp_path / "soup")]) == 2
+    resplit = tmp_path / "resplit"
+    shutil.copytree(ingredients[1], resplit)
+    table = pd.read_csv(resplit / "splits.csv")
+    table.loc[table.index[table["split"] == "val"][0], "split"] = "train"  # one val image moved: another split
+    table.to_csv(resplit / "splits.csv", index=False)
+    assert main(["soup", "--runs", str(ingredients[0]), str(resplit), "--out", str(tmp_path / "soup")]) == 2
+    assert main(["evaluate", "--ensemble", str(ingredients[0]), str(resplit), "--split", "val"]) == 2
     errors = capsys.readouterr().err
     assert "input_size" in errors and "at least two runs" in errors
+    assert "a soup needs one val set" in errors and "an ensemble needs one val set" in errors
     assert not (tmp_path / "soup").exists()

@@ -6,22 +6,19 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.base.errors import ToolkitError
 from toolkit.base.metrics import compute_metrics
 from toolkit.data.images import load_images
 from toolkit.model.classifier import predict
-from toolkit.train.runs import open_run
+from toolkit.train.runs import check_same_split, open_run
 
 
 def evaluate_runs(runs: list[Path], split: str = "test") -> dict:
     """Run each run's best model on ``split`` of its manifest and score the mean of their probabilities."""
-    probs, ids, labels = [], None, None
-    for path in runs:
-        run = open_run(path)
+    opened = [open_run(path) for path in runs]
+    check_same_split(opened, split, "an ensemble")
+    probs = []
+    for run in opened:
         rows = run.rows(split)
-        if ids is not None and not np.array_equal(rows["image_id"].to_numpy(), ids):
-            raise ToolkitError(f"{path} was split differently from {runs[0]}: an ensemble needs the same {split} set")
-        ids, labels = rows["image_id"].to_numpy(), rows["label_index"].to_numpy()
         images = load_images(rows["path"].tolist(), run.input_size, run.resize_mode).images
         probs.append(predict(run.load_model(), images, f"{run.name} on {split}"))
-    return compute_metrics(labels, np.mean(probs, axis=0))
+    return compute_metrics(opened[0].rows(split)["label_index"].to_numpy(), np.mean(probs, axis=0))

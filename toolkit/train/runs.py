@@ -139,6 +139,14 @@ def open_run(path: Path | None = None) -> Run:
     return Run(path=path, config=config, table=table)
 
 
+def check_same_split(runs: list[Run], split: str, purpose: str) -> None:
+    """Refuse runs whose ``split`` holds other images than the first run's: their predictions do not line up."""
+    first = runs[0].rows(split)["image_id"].to_numpy()
+    for run in runs[1:]:
+        if not np.array_equal(run.rows(split)["image_id"].to_numpy(), first):
+            raise ToolkitError(f"{run.path} was split differently from {runs[0].path}: {purpose} needs one {split} set")
+
+
 def split_digest(ids: object, splits: object = ()) -> str:
     """sha256 of image ids (with their splits, if given), in the order given."""
     text = "\n".join(f"{i},{s}" for i, s in zip(ids, splits, strict=True)) if len(splits) else "\n".join(ids)

@@ -17,8 +17,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 from toolkit.base.errors import ToolkitError
 from toolkit.base.io import write_json
 from toolkit.base.layout import RunLayout
@@ -28,7 +26,8 @@ from toolkit.data.split import write_splits
 from toolkit.model.classifier import predict
 from toolkit.train.config import TrainConfig
 from toolkit.train.decision import objective_score
-from toolkit.train.runs import Run, open_run
+from toolkit.train.fit import mean_weights
+from toolkit.train.runs import Run, check_same_split, open_run
 from toolkit.train.trainer import refit_decision
 
 # What ingredients must share for their weights to line up and their validation scores to compare.
@@ -47,12 +46,7 @@ def check_ingredients(runs: list[Run]) -> None:
                     f"{run.path} has {key} {run.config.get(key)!r} and {first.path} has {first.config.get(key)!r}: "
                     f"souped runs must share {', '.join(SHARED)}"
                 )
-        if not np.array_equal(run.rows("val")["image_id"], first.rows("val")["image_id"]):
-            raise ToolkitError(f"{run.path} was split differently from {first.path}: a soup needs one split")
-
-
-def mean_weights(weight_sets: list[list[np.ndarray]]) -> list[np.ndarray]:
-    return [np.mean(weights, axis=0) for weights in zip(*weight_sets, strict=True)]
+    check_same_split(runs, "val", "a soup")
 
 
 def greedy_soup(models: list, names: list[str], score) -> tuple[list[int], list[float], float]:
