@@ -31,6 +31,7 @@ VARIANTS = {
     "finetune_176": {"size": 176, "phase": "finetune"},
     "finetune_144": {"size": 144, "phase": "finetune"},
     "finetune_112": {"size": 112, "phase": "finetune"},
+    "finetune_176_from_block_3": {"size": 176, "phase": "finetune", "boundary": "block_3"},
     "finetune_176_bfloat16": {"size": 176, "phase": "finetune", "policy": "mixed_bfloat16"},
     "threads_intra2_inter1": {"size": 176, "phase": "finetune", "intra": 2, "inter": 1},
     "threads_intra1_inter1": {"size": 176, "phase": "finetune", "intra": 1, "inter": 1},
@@ -67,7 +68,7 @@ def measure(variant: str, count: int, steps: int) -> dict:
     pixels, labels = images(count, spec["size"])
     targets = np.eye(7, dtype="float32")[labels]
     model = build_classifier("mobilenet_v2", spec["size"], "imagenet", dropout=0.3)
-    set_phase(model, "mobilenet_v2", spec["phase"], "all")
+    set_phase(model, "mobilenet_v2", spec["phase"], spec.get("boundary", "all"))
     started = time.perf_counter()
     if spec.get("cached"):
         features_model = keras.Model(model.input, model.get_layer("pool").output)

@@ -29,7 +29,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         "MobileNetV2",
         "tf",
         224,
-        {"block_13": "block_13_", "block_16": "block_16_"},
+        {"block_3": "block_3_", "block_13": "block_13_", "block_16": "block_16_"},
         "block_13",
         alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
     ),
