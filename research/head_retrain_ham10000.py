@@ -6,8 +6,8 @@ run's decision rule is then refit on validation, as a bundle with the new layer 
 
     .venv/bin/python research/head_retrain_ham10000.py models/ham10000_mobilenet_v2
 
-A research script, not a benchmark: it shares the val probe's helpers, so it puts ``research/`` and
-``benchmarks/`` on the import path; its result goes beside the benchmarks' own.
+A research script, not a benchmark: it shares the val probe's and the benchmarks' helpers, so it puts
+``research/`` and ``benchmarks/`` on the import path; its result goes beside the benchmarks' own.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from val_probes_ham10000 import after_decision, headline  # noqa: E402 (puts benchmarks/ on the path)
-from common import environment, write_result  # noqa: E402
+from common import environment, write_result
+from val_probes_ham10000 import after_decision, headline
 
 RESULT = "head_retrain_ham10000.json"
 
