@@ -105,7 +105,7 @@ def test_boundary_by_layer_count():
         set_phase(model, "mobilenet_v2", "finetune", "block_99")
     assert str(error.value) == (
         "unknown fine-tune boundary 'block_99' for mobilenet_v2; "
-        "expected one of block_13, block_16, all, or a layer count"
+        "expected one of block_3, block_13, block_16, all, or a layer count"
     )
     set_phase(model, "mobilenet_v2", "finetune", "all")
     norms = [isinstance(layer, keras.layers.BatchNormalization) for layer in backbone_of(model).layers]
@@ -114,7 +114,8 @@ def test_boundary_by_layer_count():
 
 @pytest.mark.parametrize(
     ("arch", "boundary", "first_tuned"),
-    [("mobilenet_v2", "block_13", "block_13_expand"), ("mobilenet_v2", "block_16", "block_16_expand"),
+    [("mobilenet_v2", "block_3", "block_3_expand"), ("mobilenet_v2", "block_13", "block_13_expand"),
+     ("mobilenet_v2", "block_16", "block_16_expand"),
      ("densenet121", "conv5", "conv5_block1_0_bn"), ("densenet201", "conv5", "conv5_block1_0_bn")],
 )  # fmt: skip
 def test_named_boundaries_fine_tune_from_their_block(arch, boundary, first_tuned):

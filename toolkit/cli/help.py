@@ -10,7 +10,7 @@ TRAIN_HELP = {
     "input_size": "square input size; 0: the backbone's (64 with --demo)",
     "weights": "imagenet, none, or a weights file",
     "resize_mode": "squash to the square, or pad to it",
-    "boundary": "fine-tune from a named block (block_13, block_16, conv5), all, or the last N layers; "
+    "boundary": "fine-tune from a named block (block_3, block_13, block_16, conv5), all, or the last N layers; "
     "default: the backbone's",
     "schedule": "plateau: cut the learning rate when val loss stalls; cosine: one-epoch warm-up, then cosine to 0",
     "weight_decay": "adamw only",
