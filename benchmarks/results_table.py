@@ -146,6 +146,7 @@ def shipped_table() -> str:
 LEVERS = {  # variant in train_levers.json: what README calls it
     "finetune_144": "at 144 px",
     "finetune_112": "at 112 px",
+    "finetune_176_from_block_3": "from `block_3` at 176 px (the stem and first three blocks frozen)",
     "finetune_176_bfloat16": "Keras's `mixed_bfloat16` policy at 176 px",
     "threads_intra2_inter1": "2 intra-op and 1 inter-op threads",
     "threads_intra1_inter1": "1 and 1",
