@@ -72,7 +72,7 @@ def main() -> None:
     classifier = LogisticRegression(class_weight="balanced", max_iter=3000).fit(features, targets)
     fitted = time.monotonic()
     val_features = predict(features_model, val_images, "val features")
-    shipped = predict(model, val_images, "shipped layer on val")
+    shipped = predict(model.get_layer("head"), val_features, "shipped layer on val")  # no second backbone pass
     retrained = classifier.predict_proba(val_features)
     result = {
         "run": str(args.run),
