@@ -29,19 +29,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from common import RESULTS, environment, write_result
+from common import REPO, RESULTS, environment, in_repo, write_result
 from recipes import GOALS, RECIPES, TARGETS, config_for
+from scoring import bundle_result, check, scores, target_values
 
 from toolkit.base.layout import RunLayout
 from toolkit.base.paths import find_portable, portable_path
-
-REPO = Path(__file__).resolve().parents[1]
 
 RUNS = REPO / "runs"
 MODELS = REPO / "models"  # shipped runs, committed: what a shipped bundle's manifest names
 
 PROTOCOL = "HAM10000, toolkit lesion-grouped stratified split, seed 0, 70/15/15; scored on test"
-REPORTED = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc_ovr_macro", "ece")
 
 
 def same_recipe(run: Path, wanted) -> bool:
@@ -96,16 +94,6 @@ def trained_runs(recipe: str, name: str) -> tuple[list[Path], float]:
     return [run for run, _ in runs], sum(seconds for _, seconds in runs)
 
 
-def scores(metrics: dict) -> dict:
-    return {
-        "images": metrics["images"],
-        **{key: round(metrics[key], 4) for key in REPORTED},
-        "recall": {name: round(entry["recall"], 4) for name, entry in metrics["per_class"].items()},
-        "roc_auc_ovr": {name: round(value, 4) for name, value in metrics["roc_auc_ovr"].items()},
-        "confusion_matrix": metrics["confusion_matrix"],
-    }
-
-
 def export_and_gate(run: Path, out: Path, name: str, mode: str, reproduce: tuple[str, ...]) -> tuple[Path, bool]:
     """Export with the drift gate (int8: ``--selective`` retries); a rejected bundle is still scored, as rejected."""
     from toolkit.base.errors import GateFailed
@@ -129,44 +117,6 @@ def export_and_gate(run: Path, out: Path, name: str, mode: str, reproduce: tuple
         return out / f"{name}.rejected", False
 
 
-def score_bundle(bundle: Path, run: Path, drift_report: dict) -> dict:
-    """The test split through the app's steps (decode, resize, feed bytes, dequantise), checked against drift's."""
-    from app_steps import app_classify
-    from toolkit.base.classes import CLASSES
-    from toolkit.base.metrics import compute_metrics
-    from toolkit.train.runs import open_run
-
-    rows = open_run(run).rows("test")
-    probs, labels, _ = app_classify(bundle, [Path(p) for p in rows["path"]])
-    if labels != list(CLASSES):
-        raise SystemExit(f"{bundle}/labels.txt is not in HAM10000 order: {labels}")
-    metrics = compute_metrics(rows["label_index"].to_numpy(), probs)
-    if metrics["confusion_matrix"] != drift_report["exported_metrics"]["confusion_matrix"]:
-        raise SystemExit(f"the app's steps and the drift gate scored {bundle} differently: a preprocessing mismatch")
-    return metrics
-
-
-def check(values: dict, targets: dict) -> dict:
-    return {
-        key: {
-            "value": values[key],
-            "target": f"{op} {bound}",
-            "met": bool(values[key] >= bound if op == ">=" else values[key] <= bound),
-        }
-        for key, (op, bound) in targets.items()
-    }
-
-
-def target_values(int8: dict, drift: dict, model_bytes: int, chain_seconds: float) -> dict:
-    return {
-        **{key: int8[key] for key in ("balanced_accuracy", "accuracy", "macro_f1")},
-        "model_megabytes": round(model_bytes / 1e6, 3),
-        "balanced_accuracy_drop_points": drift["balanced_accuracy_drop_points"],
-        "top1_agreement": drift["top1_agreement"],
-        "chain_minutes": round(chain_seconds / 60, 1),
-    }
-
-
 def epoch_history(run: Path) -> list[dict]:
     """Each epoch's learning rate and validation scores: the curves README quotes (best epoch, plateaus)."""
     with open(RunLayout(run).history, newline="") as file:
@@ -180,35 +130,6 @@ def epoch_history(run: Path) -> list[dict]:
             }
             for row in csv.DictReader(file)
         ]
-
-
-def bundle_result(bundle: Path, run: Path, passed: bool, seconds: dict, key: str) -> dict:
-    """One exported bundle scored through the app's steps and timed at 2 threads."""
-    from toolkit.bench.local import bench_local
-
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    clock = time.monotonic()
-    metrics = score_bundle(bundle, run, json.loads((bundle / "drift" / "drift.json").read_text()))
-    seconds[f"score_{key}"] = round(time.monotonic() - clock, 1)
-    latency = next(r for r in bench_local([bundle], threads=(2,), runs=100, warmup=10)["results"])
-    model_bytes = (bundle / "model.tflite").stat().st_size
-    return {
-        "path": str(bundle.relative_to(REPO)) if bundle.is_relative_to(REPO) else str(bundle),
-        "quantization": manifest["quantization"],
-        "quantizer": manifest["quantizer"],
-        "float_layers": len(manifest["float_layers"] or []),
-        "model_bytes": model_bytes,
-        "bundle_bytes": sum(entry["bytes"] for entry in manifest["files"].values()),
-        "input": manifest["input"]["dtype"],
-        "output": manifest["output"]["dtype"],
-        "scores": scores(metrics),
-        "drift_gate": {"passed": passed, **manifest["drift"]},
-        "referral": [
-            {k: point[k] for k in ("name", "threshold", "target_sensitivity", "exported", "flips")}
-            for point in manifest["referral"]["test"]
-        ],
-        "latency_2_threads": {k: latency[k] for k in ("mean_ms", "p50_ms", "p90_ms", "runs")},
-    }
 
 
 def hold_back(bundle: Path, folder: Path) -> Path:
@@ -259,7 +180,7 @@ def benchmark(recipe: str, out: Path, train_only: bool, ship: bool, tag: str) ->
         "config": portable_config(run),
         "weights": RECIPES[recipe]["weights"],
         "trained_with": {"backend": state["backend"], "device": state["device"]},
-        "run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run),
+        "run": in_repo(run),
         "decision": open_run(run).decision,
         "seconds": seconds,
         "chain_minutes": round(chain / 60, 1),
@@ -281,7 +202,7 @@ def benchmark(recipe: str, out: Path, train_only: bool, ship: bool, tag: str) ->
         missed = [name for name, target in result["targets"].items() if not target["met"]]
         if ship and missed:
             moved = hold_back(out / name, RUNS / "held_back")
-            result["held_back"] = {"int8": missed, "to": str(moved.relative_to(REPO))}
+            result["held_back"] = {"int8": missed, "to": in_repo(moved)}
     path = write_result(f"{name}.json", result)
     print(json.dumps({k: result[k] for k in ("float", "int8", "chain_minutes")}, indent=1)[:2500])
     print(f"wrote {path}")

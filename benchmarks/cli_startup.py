@@ -19,9 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import environment, write_result
+from common import REPO, environment, write_result
 
-REPO = Path(__file__).resolve().parents[1]
 COMMANDS = {
     "--help": ["--help"],
     "train --help": ["train", "--help"],

@@ -7,10 +7,16 @@ from pathlib import Path
 
 from toolkit.bench.environment import environment
 
-RESULTS = Path(__file__).resolve().parent / "results"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+SHARED = REPO.parent / "shared"
 
-__all__ = ["RESULTS", "SHARED", "environment", "write_result"]
+__all__ = ["REPO", "RESULTS", "SHARED", "environment", "in_repo", "write_result"]
+
+
+def in_repo(path: Path) -> str:
+    """``path`` as a committed result names it: relative to the checkout when inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def write_result(name: str, result: dict) -> Path:

@@ -17,11 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import SHARED, write_result
+from common import REPO, SHARED, write_result
 
 from toolkit.bench.local import bench_local, table
 
-REPO = Path(__file__).resolve().parents[1]
 PRESETS = {
     "float32": [],
     "float16": ["--quantize", "float16"],

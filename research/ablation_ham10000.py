@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from accuracy_ham10000 import RUNS, scores
+from accuracy_ham10000 import RUNS
 from common import RESULTS, environment, write_result
 from recipes import config_for
+from scoring import scores
 
 from toolkit.base.layout import RunLayout
 

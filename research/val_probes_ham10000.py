@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from accuracy_ham10000 import REPORTED, epoch_history
+from accuracy_ham10000 import epoch_history
 from common import environment, write_result
+from scoring import REPORTED
 
 RESULT = "val_probes_ham10000.json"
 VIEWS = {  # the dihedral group of a square image, as (transpose, flip rows, flip columns)
