@@ -34,8 +34,9 @@ RECIPES: dict[str, dict] = {
         # accuracy 0.756, macro-F1 0.700 (1.39x as fast an epoch)
         "boundary": "all",
         "epochs_head": 2,
-        "epochs_finetune": 24,  # with mixup: 30 epochs of it lost macro-F1 on val (0.700 vs 0.709), 40 won (below)
-        # 24: a candidate (2026-12-05), the schedule ending where the oversampled run stopped
+        "epochs_finetune": 40,  # with mixup: 30 epochs of it lost macro-F1 on val (0.700 vs 0.709), 40 won (below)
+        # 24, the schedule ending where the oversampled run stopped, lost on val (2026-12-05), after the decision rule
+        # against 0.749 / 0.720: balanced accuracy 0.728, macro-F1 0.723
         # 50 epochs lost on val (2026-12-04), after the decision rule against 0.742 / 0.735: 0.718, 0.681
         # progressive resizing lost on val twice (2026-12-03), after the decision rule against 0.742 / 0.735: the first
         # 20 of 40 fine-tune epochs at 112 px scored balanced accuracy 0.724, macro-F1 0.725; 10 epochs at 112 px before
