@@ -12,6 +12,7 @@ REPORTED = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc
 
 
 def scores(metrics: dict) -> dict:
+    """What a result JSON keeps of the metrics: rounded, per-class recall and AUC, the confusion matrix."""
     return {
         "images": metrics["images"],
         **{key: round(metrics[key], 4) for key in REPORTED},
@@ -39,6 +40,7 @@ def score_bundle(bundle: Path, run: Path, drift_report: dict) -> dict:
 
 
 def check(values: dict, targets: dict) -> dict:
+    """Each value against its ``(op, bound)`` target: a result's ``targets`` and ``goals``, each marked met or not."""
     return {
         key: {
             "value": values[key],
@@ -50,6 +52,7 @@ def check(values: dict, targets: dict) -> dict:
 
 
 def target_values(int8: dict, drift: dict, model_bytes: int, chain_seconds: float) -> dict:
+    """The int8 bundle's numbers under the names ``recipes.TARGETS`` and ``GOALS`` use."""
     return {
         **{key: int8[key] for key in ("balanced_accuracy", "accuracy", "macro_f1")},
         "model_megabytes": round(model_bytes / 1e6, 3),
