@@ -32,7 +32,8 @@ RECIPES: dict[str, dict] = {
         # 0.742 / 0.735: balanced accuracy 0.735, macro-F1 0.712
         # fine-tuning from block_3 lost on val (2026-12-05), after the decision rule against 0.749 / 0.720: balanced
         # accuracy 0.756, macro-F1 0.700 (1.39x as fast an epoch)
-        # and with draws at the square root too (2026-12-05): balanced accuracy 0.739, macro-F1 0.737
+        # from block_3 with draws at the square root also lost on val (2026-12-05), after the decision rule against
+        # 0.749 / 0.720: balanced accuracy 0.739, macro-F1 0.737
         "boundary": "all",
         "epochs_head": 2,
         "epochs_finetune": 40,  # with mixup: 30 epochs of it lost macro-F1 on val (0.700 vs 0.709), 40 won (below)

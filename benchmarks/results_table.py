@@ -10,11 +10,10 @@ import argparse
 import json
 from pathlib import Path
 
-from common import RESULTS
+from common import REPO, RESULTS
 
-ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"  # the shipped table
-RESULTS_PAGE = ROOT / "docs" / "results.md"  # the accuracy, floor and ablation tables
+README = REPO / "README.md"  # the shipped table
+RESULTS_PAGE = REPO / "docs" / "results.md"  # the accuracy, floor and ablation tables
 START, END = "<!-- accuracy-results:start -->", "<!-- accuracy-results:end -->"
 SHIPPED_START, SHIPPED_END = "<!-- shipped:start -->", "<!-- shipped:end -->"
 SHIPPED_RECIPE = "mobilenet_v2"  # the recipe whose bundles are in flutter_assets/
@@ -124,7 +123,7 @@ def shipped_table() -> str:
     for key, bundle in (("float16", result["float16"]), ("int8", result["bundle"] | {"scores": result["int8"]})):
         scores, path = bundle["scores"], bundle["path"]
         point = next(p for p in bundle["referral"] if p["name"] == "malignant_sens95")["exported"]
-        shipped = (ROOT / path).is_dir()
+        shipped = (REPO / path).is_dir()
         name = f"`{path}` ({key})" if shipped else f"{key}, **not shipped** (misses the floor in docs/results.md)"
         card = f"[README]({path}/README.md)" if shipped else ""
         lines.append(
@@ -177,7 +176,7 @@ def levers_line() -> list[str]:
 def _replace(path: Path, start: str, end: str, block: str) -> str:
     text = path.read_text()
     if start not in text or end not in text:
-        raise SystemExit(f"{path.relative_to(ROOT)} lacks the markers {start} and {end}")
+        raise SystemExit(f"{path.relative_to(REPO)} lacks the markers {start} and {end}")
     head, rest = text.split(start, 1)
     return f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}"
 

@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from common import environment, write_result
+from common import REPO, environment, write_result
 
 from toolkit.data.images import decode_image
 from toolkit.data.resize import area_taps, contract_taps, linear_taps, resize_exact
 
-REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "flutter_assets" / "ham10000_mobilenet_v2_float16"
 RESULT = "resize_contract.json"
 
