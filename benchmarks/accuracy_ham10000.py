@@ -162,10 +162,11 @@ def benchmark(recipe: str, out: Path, train_only: bool, ship: bool, tag: str) ->
     run = pack_run(trained, MODELS / name, force=True) if ship else trained
     flags = f" --tag {tag}" * bool(tag) + " --ship" * ship
     reproduce = (f".venv/bin/python benchmarks/accuracy_ham10000.py --recipe {recipe} --out {out}{flags}",)
-    bundles = {}
+    bundles, folders = {}, {}
     for key, mode, suffix in (("int8", "int8", ""), ("float16", "float16", "_float16")):
         clock = time.monotonic()
         bundle, passed = export_and_gate(run, out, name + suffix, mode, reproduce)
+        folders[key] = bundle  # NAME.rejected/ when the gate failed
         seconds[f"export_and_gate_{key}"] = round(time.monotonic() - clock, 1)
         bundles[key] = bundle_result(bundle, run, passed, seconds, key)
     seconds["this_invocation"] = round(time.monotonic() - started, 1)
@@ -201,7 +202,7 @@ def benchmark(recipe: str, out: Path, train_only: bool, ship: bool, tag: str) ->
         result["goals"] = check(values, GOALS)
         missed = [name for name, target in result["targets"].items() if not target["met"]]
         if ship and missed:
-            moved = hold_back(out / name, RUNS / "held_back")
+            moved = hold_back(folders["int8"], RUNS / "held_back")
             result["held_back"] = {"int8": missed, "to": in_repo(moved)}
     path = write_result(f"{name}.json", result)
     print(json.dumps({k: result[k] for k in ("float", "int8", "chain_minutes")}, indent=1)[:2500])
