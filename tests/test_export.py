@@ -149,6 +149,20 @@ def test_bias_correction_brings_int8_closer_to_the_float_model(small_run, test_i
     assert np.allclose(model.predict(images.astype(np.float32), verbose=0), reference, atol=1e-6)
 
 
+def test_bias_correction_still_finds_every_pair_once_its_layers_are_called_in_another_model(small_run):
+    import keras
+
+    from toolkit.export.bias_correction import folded_pairs
+    from toolkit.model.classifier import backbone_of
+
+    backbone = backbone_of(open_run(small_run).load_model())
+    pairs = folded_pairs(backbone)
+    assert len(pairs) > 10  # every convolution of the small MobileNetV2 that feeds a BatchNorm
+    for conv, norm in pairs:  # as a copy with extra ops (a quantization simulation, say) would call them
+        norm(conv(keras.Input(conv.input.shape[1:])))
+    assert folded_pairs(backbone) == pairs
+
+
 def test_adaptive_rounding_never_loses_to_nearest_and_stays_within_a_step():
     from toolkit.export.bias_correction import _depthwise_rounding
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections import Counter
 from collections.abc import Iterator
 
 import keras
@@ -34,15 +35,21 @@ INT8_MAX = 127  # symmetric per-channel weights, as the converter writes them
 
 
 def folded_pairs(backbone: keras.Model) -> list[tuple[keras.layers.Layer, keras.layers.BatchNormalization]]:
-    """(convolution, BatchNorm) pairs the converter folds: a BatchNorm fed only by a plain or depthwise convolution."""
+    """(convolution, BatchNorm) pairs the converter folds: a BatchNorm fed only by a plain or depthwise convolution.
+
+    Readers are counted in the backbone's own graph: a layer also called in another model (a copy
+    with extra ops, say) has more outbound nodes, and counting those would silently fold nothing.
+    """
+    inner = [layer for layer in backbone.layers if not isinstance(layer, keras.layers.InputLayer)]
+    readers = Counter(id(tensor) for layer in inner for tensor in keras.tree.flatten(layer.input))
     pairs = []
-    for layer in backbone.layers:
+    for layer in inner:
         if not isinstance(layer, keras.layers.BatchNormalization) or not layer.center:
             continue
         producer = layer.input._keras_history.operation
         plain = isinstance(producer, keras.layers.Conv2D) and not isinstance(producer, keras.layers.DepthwiseConv2D)
         depthwise = isinstance(producer, keras.layers.DepthwiseConv2D) and producer.depth_multiplier == 1
-        if (plain or depthwise) and len(producer._outbound_nodes) == 1:
+        if (plain or depthwise) and readers[id(producer.output)] == 1:
             pairs.append((producer, layer))
     return pairs
 
