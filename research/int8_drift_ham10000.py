@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from common import environment, in_repo, write_result
 
 from toolkit.base.runtime import dequantize_output, interpreter, quantize_input
-from toolkit.export.bias_correction import INT8_MAX, _folded_gain, _taps_by_channel, bias_corrected, folded_pairs
+from toolkit.export.bias_correction import bias_corrected, folded_pairs, int8_steps
 from toolkit.export.convert import convert
 from toolkit.export.quantization import Quantization
 from toolkit.model.classifier import backbone_of, predict
@@ -129,10 +129,8 @@ def weights_rounded(model: keras.Model, calibration: np.ndarray, images: np.ndar
     pairs = [(c, n) for c, n in folded_pairs(backbone_of(model)) if not isinstance(c, keras.layers.DepthwiseConv2D)]
     with bias_corrected(model, calibration):  # snaps the 3x3 depthwise kernels itself, and restores every kernel
         for conv, norm in pairs:
-            folded = _taps_by_channel(conv) * _folded_gain(norm)
-            scale = np.abs(folded).reshape(-1, folded.shape[-1]).max(axis=0) / INT8_MAX
-            scale[scale == 0] = 1.0
-            conv.kernel.assign((np.round(folded / scale) * scale / _folded_gain(norm)).reshape(conv.kernel.shape))
+            steps, scale, gain = int8_steps(conv, norm)
+            conv.kernel.assign((np.round(steps) * scale / gain).reshape(conv.kernel.shape))
         return predict(model, images, "weights on the int8 grid")
 
 

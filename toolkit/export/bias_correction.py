@@ -67,6 +67,16 @@ def _taps_by_channel(conv: keras.layers.Layer) -> np.ndarray:
     return kernel.reshape(kernel.shape[0] * kernel.shape[1], *kernel.shape[2:])
 
 
+def int8_steps(conv: keras.layers.Layer, norm: keras.layers.BatchNormalization) -> tuple[np.ndarray, ...]:
+    """(kernel in int8 steps, the step per output channel, the BatchNorm gain): the folded kernel as the converter
+    grids it, per output channel, as (taps, input channels, output channels)."""
+    gain = _folded_gain(norm)
+    folded = _taps_by_channel(conv) * gain
+    scale = np.abs(folded).reshape(-1, folded.shape[-1]).max(axis=0) / INT8_MAX
+    scale[scale == 0] = 1.0
+    return folded / scale, scale, gain
+
+
 def _depthwise_rounding(folded: np.ndarray, covariance: np.ndarray) -> np.ndarray:
     """Per channel, the floor/ceil choice of each tap that minimises the output's rounding variance.
 
@@ -133,11 +143,7 @@ def bias_corrected(model: keras.Model, images: np.ndarray, keep: tuple[str, ...]
     saved = [(keras.ops.convert_to_numpy(conv.kernel), keras.ops.convert_to_numpy(norm.beta)) for conv, norm in pairs]
     try:
         for (conv, norm), mean in zip(pairs, means, strict=True):
-            gain = _folded_gain(norm)
-            folded = _taps_by_channel(conv) * gain
-            scale = np.abs(folded).reshape(-1, folded.shape[-1]).max(axis=0) / INT8_MAX
-            scale[scale == 0] = 1.0
-            steps = folded / scale
+            steps, scale, gain = int8_steps(conv, norm)
             depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
             if depthwise and conv.kernel.shape[:2] == (3, 3):
                 inside = keras.Model(backbone.input, conv.input)  # called eagerly: predict would retrace per layer
