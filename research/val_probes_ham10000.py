@@ -8,6 +8,8 @@ Each run's folded decision rule is undone first, so the runs compare on their ra
 runs trained with class weights (whose rule kept no shift), not for a run that leans on its prior shift.
 Each set of views is also scored after the first run's decision rule is refit on its mean probabilities,
 which is what a bundle with those views would answer.
+Each view is also scored alone: the run's checkpoint and decision rule were chosen on the identity view,
+so the mirrored views show how much that choice flatters the run's validation scores.
 
     .venv/bin/python research/val_probes_ham10000.py runs/ham10000_mobilenet_v2 runs/ham10000_mobilenet_v2_224
 
@@ -81,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="finished MobileNetV2 run folders on the same split")
     parser.add_argument("--soup-size", type=int, help="input size for the weight soup (default: the first run's)")
+    parser.add_argument("--out", default=RESULT, help=f"result file name in benchmarks/results/ (default {RESULT})")
     args = parser.parse_args()
     runs = [open_run(path) for path in args.runs]
     check_same_split(runs, "val", "the probe")
@@ -113,7 +116,7 @@ def main() -> None:
     view_probs = {"identity": probs[first]}
     for name, flags in list(VIEWS.items())[1:]:
         view_probs[name] = predict(models[0], view(val_images(runs[0].input_size), *flags), f"{first}, {name}")
-    result["test_time_views"] = {"run": first}
+    result["test_time_views"] = {"run": first, "each_view": {name: headline(labels, p) for name, p in view_probs.items()}}
     train_labels, objective = runs[0].rows("train")["label_index"].to_numpy(), runs[0].config["decision"]
     for label, views in VIEW_SETS.items():
         mean = np.mean([view_probs[v] for v in views], axis=0)
@@ -128,7 +131,7 @@ def main() -> None:
         soup_probs = predict(models[0], val_images(size), "weight soup on val")
         result["uniform_weight_soup"] = {"input_size": size, **headline(labels, soup_probs)}
     print(json.dumps(result, indent=2))
-    path = write_result(RESULT, {**environment(), **result})
+    path = write_result(args.out, {**environment(), **result})
     print(f"wrote {path}")
 
 

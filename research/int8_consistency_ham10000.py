@@ -1,0 +1,173 @@
+"""A prototype: fine-tune a finished MobileNetV2 run towards its own int8 simulation, and score the result.
+
+Two paths share every weight: the float model, held to the labels by the recipe's loss, and the same
+model with every stream and ReLU6 output fake-quantized as the converter will (straight-through
+gradients), held to the float path's probabilities by their KL divergence. The new float model is the
+reference its int8 export is gated against. Scored on the validation split: that agreement, and the
+float model's balanced accuracy and macro-F1 on the mirror views, which the run's checkpoint choice
+did not see.
+
+    .venv/bin/python research/int8_consistency_ham10000.py models/ham10000_mobilenet_v2
+
+A research script, not a benchmark; its results go beside the benchmarks' own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import environment, in_repo, write_result
+from int8_drift_ham10000 import agreement, is_relu, is_stream, litert_probs, split_at_backbone, tensor_ranges
+
+from toolkit.export.convert import convert
+from toolkit.export.quantization import Quantization
+
+RESULT = "int8_consistency_ham10000.json"
+KL_WEIGHT = 10.0
+LEARNING_RATE = 1e-5
+EPOCHS = 2
+MIRRORS = {"flip_h": (slice(None), slice(None, None, -1)), "flip_v": (slice(None, None, -1), slice(None))}
+
+
+class StraightThroughQuant(keras.layers.Layer):
+    """Per-tensor asymmetric uint8 in the forward pass, the identity in the backward pass."""
+
+    def __init__(self, low: float, high: float, **kwargs):
+        super().__init__(**kwargs)
+        self.low, self.high = min(float(low), 0.0), max(float(high), 0.0)
+
+    def call(self, x):
+        step = (self.high - self.low) / 255
+        zero = round(-self.low / step)
+        quantized = (keras.ops.clip(keras.ops.round(x / step) + zero, 0, 255) - zero) * step
+        return x + keras.ops.stop_gradient(quantized - x)
+
+
+def quantized_copy(backbone: keras.Model, ranges: dict[str, tuple[float, float]]) -> keras.Model:
+    """The backbone's own layers re-called in order, each output named in ``ranges`` fake-quantized."""
+    start = keras.Input(backbone.input.shape[1:])
+    tensors = {id(backbone.input): start}
+    for layer in backbone.layers[1:]:
+        source = layer.input
+        args = [tensors[id(s)] for s in source] if isinstance(source, list) else tensors[id(source)]
+        out = layer(args)
+        tensors[id(layer.output)] = StraightThroughQuant(*ranges[layer.name])(out) if layer.name in ranges else out
+    return keras.Model(start, tensors[id(backbone.output)])
+
+
+def two_paths(model: keras.Model, calibration: np.ndarray) -> keras.Model:
+    """Raw images in; the float path's and the quantized path's probabilities out, side by side."""
+    before, backbone, _ = split_at_backbone(model)
+    layers = [layer for layer in backbone.layers if is_stream(layer) or is_relu(layer)]
+    ranges = tensor_ranges(backbone, before.predict(calibration, verbose=0), layers)
+    pool, dense = model.get_layer("pool"), model.get_layer("head").layers[-1]  # no dropout: both paths alike
+    images = keras.Input(model.input.shape[1:])
+    normalised = before(images)
+    floats = dense(pool(backbone(normalised)))
+    quantized = dense(pool(quantized_copy(backbone, ranges)(normalised)))
+    return keras.Model(images, keras.ops.concatenate([floats, quantized], axis=1))
+
+
+def consistency_loss(smoothing: float):
+    classes = 7
+
+    def loss(targets, outputs):
+        floats, quantized = outputs[:, :classes], outputs[:, classes:]
+        floats_clipped = keras.ops.clip(floats, 1e-7, 1.0)
+        smoothed = targets * (1 - smoothing) + smoothing / classes
+        cross_entropy = -keras.ops.sum(smoothed * keras.ops.log(floats_clipped), axis=1)
+        divergence = keras.ops.sum(
+            floats_clipped * (keras.ops.log(floats_clipped) - keras.ops.log(keras.ops.clip(quantized, 1e-7, 1.0))),
+            axis=1,
+        )
+        return cross_entropy + KL_WEIGHT * divergence
+
+    return loss
+
+
+def scores(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> dict:
+    """Float predictions and headline scores on the identity view and on each mirror view."""
+    from toolkit.base.metrics import compute_metrics
+    from toolkit.model.classifier import predict
+
+    views = {"identity": images, **{name: np.ascontiguousarray(images[:, r, c]) for name, (r, c) in MIRRORS.items()}}
+    views["flip_hv"] = np.ascontiguousarray(images[:, ::-1, ::-1])
+    probs = {name: predict(model, view.astype(np.float32), name) for name, view in views.items()}
+    table = {name: compute_metrics(labels, p) for name, p in probs.items()}
+    mirrored = [table[name] for name in ("flip_h", "flip_v", "flip_hv")]
+    return probs["identity"], {
+        "identity": {key: round(table["identity"][key], 4) for key in ("balanced_accuracy", "macro_f1", "accuracy")},
+        "mirror_mean": {
+            key: round(float(np.mean([t[key] for t in mirrored])), 4)
+            for key in ("balanced_accuracy", "macro_f1", "accuracy")
+        },
+    }
+
+
+def main() -> None:
+    from toolkit.data.augment import AugmentConfig
+    from toolkit.data.images import load_images
+    from toolkit.data.pipeline import ImageBatches
+    from toolkit.export.calibration import calibration_images
+    from toolkit.export.options import ExportOptions
+    from toolkit.model.classifier import set_phase
+    from toolkit.train.runs import open_run
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished MobileNetV2 run folder")
+    parser.add_argument("--save", type=Path, help="also save the fine-tuned model.keras here")
+    args = parser.parse_args()
+    run = open_run(args.run)
+    keras.utils.set_random_seed(0)
+    calibration, _ = calibration_images(run, ExportOptions.calibration_images)
+    val = run.rows("val")
+    val_images = load_images(val["path"].tolist(), run.input_size, run.resize_mode, desc="loading val").images
+    val_labels = val["label_index"].to_numpy()
+    train = run.rows("train")
+    train_images = load_images(train["path"].tolist(), run.input_size, run.resize_mode, desc="loading train").images
+    model = run.load_model()
+    int8 = Quantization("int8")
+    result: dict = {"run": in_repo(args.run.resolve()), "kl_weight": KL_WEIGHT, "learning_rate": LEARNING_RATE}
+
+    def measure(name: str) -> None:
+        reference, table = scores(model, val_images, val_labels)
+        quantized = litert_probs(convert(model, run.input_size, int8, calibration), val_images)
+        result[name] = {"int8_top1_agreement": agreement(quantized, reference), **table}
+        print(name, json.dumps(result[name]), flush=True)
+
+    measure("before")
+    config = run.config
+    set_phase(model, config["arch"], "finetune", config["boundary"])
+    trainer = two_paths(model, calibration.astype(np.float32))
+    trainer.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=consistency_loss(config["label_smoothing"]))
+    batches = ImageBatches(
+        train_images,
+        train["label_index"].to_numpy(),
+        batch_size=config["batch_size"],
+        shuffle=True,
+        augment=AugmentConfig(**config["augment"]),
+        imbalance="oversample",
+        class_weight_power=config["class_weight_power"],
+        seed=1,
+    )
+    started = time.monotonic()
+    trainer.fit(batches, epochs=EPOCHS, shuffle=False, verbose=2)
+    result["train_seconds"] = round(time.monotonic() - started)
+    measure("after")
+    if args.save:
+        model.save(args.save)
+    path = write_result(RESULT, {**environment(), **result})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
