@@ -116,7 +116,10 @@ def main() -> None:
     view_probs = {"identity": probs[first]}
     for name, flags in list(VIEWS.items())[1:]:
         view_probs[name] = predict(models[0], view(val_images(runs[0].input_size), *flags), f"{first}, {name}")
-    result["test_time_views"] = {"run": first, "each_view": {name: headline(labels, p) for name, p in view_probs.items()}}
+    result["test_time_views"] = {
+        "run": first,
+        "each_view": {name: headline(labels, p) for name, p in view_probs.items()},
+    }
     train_labels, objective = runs[0].rows("train")["label_index"].to_numpy(), runs[0].config["decision"]
     for label, views in VIEW_SETS.items():
         mean = np.mean([view_probs[v] for v in views], axis=0)

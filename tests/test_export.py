@@ -49,6 +49,27 @@ def test_int8_export_is_integer_only_with_raw_byte_input(int8_bundle, small_run)
     assert manifest["metrics"]["exported"]["balanced_accuracy"] == pytest.approx(exported, abs=1e-4)
 
 
+def test_mirror_views_convert_integer_only_and_answer_a_mirrored_image_byte_for_byte(small_run, test_images):
+    from toolkit.base.runtime import interpreter, quantize_input
+    from toolkit.model.views import with_views
+
+    run = open_run(small_run)
+    images = test_images[0][:4]
+    converted = convert(with_views(run.load_model(), 4), run.input_size, Quantization("int8"), test_images[0][:50])
+    assert float_ops(converted) == []
+    runner = interpreter(converted)
+    given, taken = runner.get_input_details()[0], runner.get_output_details()[0]
+    assert list(given["shape"]) == [1, SMALL_RUN_SIZE, SMALL_RUN_SIZE, 3] and list(taken["shape"]) == [1, len(CLASSES)]
+
+    def answer(image: np.ndarray) -> np.ndarray:
+        runner.set_tensor(given["index"], quantize_input(image[None], "uint8", *given["quantization"]))
+        runner.invoke()
+        return runner.get_tensor(taken["index"])[0].copy()
+
+    for image in images:  # the mirrors are the same four views in another order: integer sums do not care
+        assert np.array_equal(answer(image), answer(np.ascontiguousarray(image[::-1, ::-1])))
+
+
 def test_metadata_reads_back_with_labels_and_normalisation(int8_bundle):
     found, files = read_metadata((int8_bundle / "model.tflite").read_bytes())
     assert files["labels.txt"].decode().splitlines() == list(CLASSES)

@@ -160,3 +160,27 @@ def test_imagenet_weights_load_offline_from_the_keras_cache(tmp_path, monkeypatc
     random = backbone_of(build_classifier("mobilenet_v2", 224, weights="none"))
     first_bn = "bn_Conv1"
     assert not np.allclose(pretrained.get_layer(first_bn).moving_mean, random.get_layer(first_bn).moving_mean)
+
+
+def test_mirror_views_average_the_mirror_images_logits_with_the_same_weights(tmp_path):
+    from toolkit.model.views import view_count, with_views
+
+    model = build_classifier("mobilenet_v2", SIZE, weights="none", alpha=0.35)
+    images = np.random.default_rng(0).uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")
+    logits = [np.log(model.predict(view, verbose=0)) for view in (images, images[:, :, ::-1])]
+    two = with_views(model, 2)
+    mean = np.mean(logits, axis=0)
+    expected = np.exp(mean) / np.exp(mean).sum(axis=1, keepdims=True)
+    assert np.allclose(two.predict(images, verbose=0), expected, atol=1e-5)
+    assert {id(w) for w in two.weights} == {id(w) for w in model.weights}  # a wrapper: nothing retrained or copied
+    four = with_views(model, 4)
+    answers = [four.predict(np.ascontiguousarray(view), verbose=0) for view in (images, images[:, ::-1, ::-1])]
+    assert np.allclose(*answers, atol=1e-5)  # its mirrors are the same four views
+    four.save(tmp_path / "four.keras")
+    loaded = keras.saving.load_model(tmp_path / "four.keras")
+    assert view_count(loaded) == 4 and np.allclose(loaded.predict(images, verbose=0), answers[0], atol=1e-6)
+    assert with_views(four, 4) is four
+    with pytest.raises(ToolkitError, match="already averages 4 views"):
+        with_views(four, 2)
+    with pytest.raises(ToolkitError, match="expected one of 1, 2, 4"):
+        with_views(model, 3)

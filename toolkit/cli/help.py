@@ -20,6 +20,8 @@ TRAIN_HELP = {
     "mixup": "fine-tune mixup, Beta(ALPHA, ALPHA); 0.2 is usual, 0 is off",
     "augment_head": "augment the head phase too (it then runs the backbone each step instead of caching its output)",
     "bn_fix": "ablation only: BatchNorm trains",
+    "views": "average the logits of this many mirror views inside the model once trained (1, 2 or 4): the int8 "
+    "model then agrees more with the float one, at that many times the latency",
     "decision": "after training: shift the class priors to maximise this metric on val, then fit a temperature",
     "patience": "early-stopping patience in epochs",
     "average_last": "also try the mean weights of the last N fine-tune epochs; kept if val balanced accuracy is higher",

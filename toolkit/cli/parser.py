@@ -18,6 +18,7 @@ from toolkit.data.images import RESIZE_MODES
 from toolkit.data.layouts import LAYOUTS, NPZ_SIZES, SPLIT_SEED, TEST_SHARE, VAL_SHARE
 from toolkit.export.options import ExportOptions, Gate
 from toolkit.export.quantization import BACKENDS, IO_TYPES, QUANTIZATIONS, Quantization
+from toolkit.model.backbones import VIEW_COUNTS
 from toolkit.train.config import DECISIONS, OPTIMIZERS, SCHEDULES, TrainConfig
 
 DESCRIPTION = (
@@ -100,6 +101,7 @@ def _add_train(commands, common) -> None:
         "schedule": SCHEDULES,
         "imbalance": IMBALANCE_MODES,
         "decision": DECISIONS,
+        "views": VIEW_COUNTS,
     }
     metavars = {
         "mixup": "ALPHA",
@@ -124,12 +126,15 @@ def _add_run_tools(commands, common) -> None:
     decide = _command(
         commands,
         "decide",
-        "--run DIR [--decision OBJECTIVE]",
-        "fit a finished run's decision rule again on val (another objective), without retraining",
+        "--run DIR [--decision OBJECTIVE] [--views N]",
+        "fit a finished run's decision rule again on val (another objective, or mirror views), without retraining",
         common,
     )
     decide.add_argument("--run", type=Path, required=True)
     decide.add_argument("--decision", choices=DECISIONS, help="default: the objective the run used")
+    decide.add_argument(
+        "--views", type=int, choices=VIEW_COUNTS, help="average this many mirror views first; default: the run's"
+    )
     soup = _command(
         commands,
         "soup",

@@ -15,7 +15,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
     load_tensorflow(args)
     from toolkit.train.trainer import refit_decision
 
-    run = refit_decision(args.run, args.decision)  # prints the decision it fits
+    run = refit_decision(args.run, args.decision, args.views)  # prints the decision it fits
     print(f"rewrote {run}: model.keras, decision.json, reference.npz, metrics.json and plots")
     return 0
 

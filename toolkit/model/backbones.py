@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from toolkit.base.errors import ToolkitError
 
 _DENSENET_BOUNDARIES = {"conv5": "conv5_"}
+VIEW_COUNTS = (1, 2, 4)  # mirror views a classifier can average (:mod:`toolkit.model.views`): the image, then mirrors
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from toolkit.data.augment import AugmentConfig, check_mixup
 from toolkit.data.balance import IMBALANCE_MODES
 from toolkit.data.images import RESIZE_MODES
 from toolkit.data.layouts import SPLIT_SEED, TEST_SHARE, VAL_SHARE
-from toolkit.model.backbones import check_boundary
+from toolkit.model.backbones import VIEW_COUNTS, check_boundary
 from toolkit.train.decision import OBJECTIVES
 
 PHASES = ("head", "finetune")
@@ -57,6 +57,7 @@ class TrainConfig:
     augment_head: bool = False  # False: phase 1 trains on cached backbone features
     bn_fix: bool = True  # only with pretrained weights: from scratch, BatchNorm must learn its statistics
     decision: str = "macro_f1"  # prior shift chosen on val by this metric, then temperature; "none": neither
+    views: int = 1  # mirror views averaged inside the model once trained (1, 2 or 4): int8 fidelity, at their latency
     patience: int = 5
     average_last: int = 0  # N > 0: also try the mean weights of the last N fine-tune epochs, kept if val prefers it
     keep_average: bool = False  # True: that mean replaces the best epoch whatever val says (a val maximum flatters)
@@ -90,6 +91,8 @@ class TrainConfig:
         if self.epochs_head + self.epochs_finetune == 0:
             raise ToolkitError("nothing to train: epochs_head and epochs_finetune are both 0; give one at least 1")
         check_mixup(self.mixup)
+        if self.views not in VIEW_COUNTS:
+            raise ToolkitError(f"views must be one of {', '.join(map(str, VIEW_COUNTS))}, not {self.views}")
         if self.devices != "all" and not (self.devices.isdigit() and int(self.devices) > 0):
             raise ToolkitError(f"--devices takes all or a positive number, not {self.devices!r}")
         if not 0 <= self.ema < 1:

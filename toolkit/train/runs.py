@@ -105,6 +105,8 @@ class Run:
     def load_model(self, compile: bool = True):
         import keras
 
+        import toolkit.model.views  # noqa: F401 (registers the layers of a model that averages mirror views)
+
         path = self.files.model
         if not zipfile.is_zipfile(path):  # Keras would call a truncated or foreign file "File not found"
             raise ToolkitError(f"{path} is not a .keras archive (truncated or overwritten?): retrain, or restore it")

@@ -36,6 +36,7 @@ from toolkit.data.readers import check_classes, read_splits
 from toolkit.data.split import run_split, write_splits
 from toolkit.model.backbones import backbone_spec
 from toolkit.model.classifier import build_classifier, predict
+from toolkit.model.views import view_count, with_views
 from toolkit.train.config import TrainConfig
 from toolkit.train.decision import fit_decision, fold_into_head
 from toolkit.train.distribute import Cluster, Placement, join, place, release
@@ -180,6 +181,7 @@ def _fit_and_finish(
         model = keras.saving.load_model(RunLayout(partial).model)  # on one device now
     if config.average_last and "average" not in state:
         average_snapshots(model, partial, state, val_set, always=config.keep_average)
+    _save_with_views(RunLayout(partial).model, config.views)
     evaluating = time.monotonic()
     test_set = _split_arrays(table, "test", input_size, config.resize_mode)
     _finish(partial, table, config, state, {"val": val_set, "test": test_set})
@@ -189,6 +191,13 @@ def _fit_and_finish(
     shutil.rmtree(out, ignore_errors=True)
     os.replace(partial, out)
     return out
+
+
+def _save_with_views(path: Path, views: int) -> None:
+    """The trained model at ``path`` rewritten to average ``views`` mirror views, before its decision rule is fit."""
+    model = keras.saving.load_model(path)
+    if view_count(model) != views:
+        with_views(model, views).save(path)
 
 
 def _check_progressive(config: TrainConfig, input_size: int, placement: Placement) -> None:
@@ -212,17 +221,17 @@ def _split_arrays(table: pd.DataFrame, split: str, input_size: int, resize_mode:
     return images, rows["label"].map(CLASSES.index).to_numpy()
 
 
-def refit_decision(run: Path, objective: str | None = None) -> Path:
+def refit_decision(run: Path, objective: str | None = None, views: int | None = None) -> Path:
     """Fit a finished run's decision rule again on val, without retraining, and redo what follows from it.
 
-    For another objective, or a run trained before the rule changed. The folded shift and
-    temperature come out of the head first; the reference predictions are recomputed here. The run
-    is rebuilt in a copy and swapped in, so an interruption leaves it as it was.
+    For another objective, mirror views (``views``), or a run trained before the rule changed. The
+    folded shift and temperature come out of the head first; the reference predictions are recomputed
+    here. The run is rebuilt in a copy and swapped in, so an interruption leaves it as it was.
     """
     if not RunLayout(run).model.exists() or not RunLayout(run).state.exists():
         raise ToolkitError(f"{run} is not a finished run folder (no model.keras or state.json)")
     config = TrainConfig.from_json(json.loads(RunLayout(run).config.read_text()))
-    config = replace(config, decision=objective or config.decision)
+    config = replace(config, decision=objective or config.decision, views=views or config.views)
     work, old = run.with_name(run.name + ".refit"), run.with_name(run.name + ".old")
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(run, work)
@@ -230,6 +239,7 @@ def refit_decision(run: Path, objective: str | None = None) -> Path:
     if copied.decision is not None:
         copied.load_raw_model().save(RunLayout(work).model)
         RunLayout(work).decision.unlink()
+    _save_with_views(RunLayout(work).model, config.views)
     write_json(RunLayout(work).config, asdict(config))
     table = copied.table
     state = json.loads(RunLayout(work).state.read_text())
