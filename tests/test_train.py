@@ -94,6 +94,22 @@ def test_decide_refits_the_decision_without_retraining(run, tmp_path):
     assert main(["decide", "--run", str(tmp_path / "missing")]) == 2
 
 
+def test_decide_adds_mirror_views_and_refuses_another_count(run, tmp_path):
+    from toolkit.model.views import view_count
+    from toolkit.train.runs import open_run
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+    assert main(["decide", "--run", str(copy), "--views", "2"]) == 0
+    assert json.loads((copy / "config.json").read_text())["views"] == 2
+    assert view_count(open_run(copy).load_model()) == 2
+    assert main(["decide", "--run", str(copy)]) == 0  # the run's own count again: nothing to add
+    assert view_count(open_run(copy).load_model()) == 2
+    assert main(["decide", "--run", str(copy), "--views", "4"]) == 2
+    with pytest.raises(ToolkitError, match="views must be one of 1, 2, 4"):
+        replace(TINY, views=3)
+
+
 def test_from_scratch_batchnorm_learns_its_statistics(run):
     model = keras.saving.load_model(run / "model.keras")
     norms = [layer for layer in backbone_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)]
