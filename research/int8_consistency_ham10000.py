@@ -26,7 +26,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment, in_repo, write_result
-from int8_drift_ham10000 import agreement, is_relu, is_stream, litert_probs, split_at_backbone, tensor_ranges
+from int8_drift_ham10000 import (
+    FakeQuant,
+    agreement,
+    is_relu,
+    is_stream,
+    litert_probs,
+    split_at_backbone,
+    tensor_ranges,
+    with_fake_quant,
+)
 
 from toolkit.export.convert import convert
 from toolkit.export.quantization import Quantization
@@ -38,30 +47,11 @@ EPOCHS = 2
 MIRRORS = {"flip_h": (slice(None), slice(None, None, -1)), "flip_v": (slice(None, None, -1), slice(None))}
 
 
-class StraightThroughQuant(keras.layers.Layer):
-    """Per-tensor asymmetric uint8 in the forward pass, the identity in the backward pass."""
-
-    def __init__(self, low: float, high: float, **kwargs):
-        super().__init__(**kwargs)
-        self.low, self.high = min(float(low), 0.0), max(float(high), 0.0)
+class StraightThroughQuant(FakeQuant):
+    """FakeQuant in the forward pass, the identity in the backward pass."""
 
     def call(self, x):
-        step = (self.high - self.low) / 255
-        zero = round(-self.low / step)
-        quantized = (keras.ops.clip(keras.ops.round(x / step) + zero, 0, 255) - zero) * step
-        return x + keras.ops.stop_gradient(quantized - x)
-
-
-def quantized_copy(backbone: keras.Model, ranges: dict[str, tuple[float, float]]) -> keras.Model:
-    """The backbone's own layers re-called in order, each output named in ``ranges`` fake-quantized."""
-    start = keras.Input(backbone.input.shape[1:])
-    tensors = {id(backbone.input): start}
-    for layer in backbone.layers[1:]:
-        source = layer.input
-        args = [tensors[id(s)] for s in source] if isinstance(source, list) else tensors[id(source)]
-        out = layer(args)
-        tensors[id(layer.output)] = StraightThroughQuant(*ranges[layer.name])(out) if layer.name in ranges else out
-    return keras.Model(start, tensors[id(backbone.output)])
+        return x + keras.ops.stop_gradient(super().call(x) - x)
 
 
 def two_paths(model: keras.Model, calibration: np.ndarray) -> keras.Model:
@@ -73,7 +63,7 @@ def two_paths(model: keras.Model, calibration: np.ndarray) -> keras.Model:
     images = keras.Input(model.input.shape[1:])
     normalised = before(images)
     floats = dense(pool(backbone(normalised)))
-    quantized = dense(pool(quantized_copy(backbone, ranges)(normalised)))
+    quantized = dense(pool(with_fake_quant(backbone, ranges, StraightThroughQuant)(normalised)))
     return keras.Model(images, keras.ops.concatenate([floats, quantized], axis=1))
 
 

@@ -103,15 +103,15 @@ def tensor_ranges(backbone: keras.Model, inputs: np.ndarray, layers: list) -> di
     return {layer.name: (float(f[:, 0].min()), float(f[:, 1].max())) for layer, f in zip(layers, found, strict=True)}
 
 
-def with_fake_quant(backbone: keras.Model, ranges: dict[str, tuple[float, float]]) -> keras.Model:
-    """The backbone re-called layer by layer, each output named in ``ranges`` passed through FakeQuant."""
+def with_fake_quant(backbone: keras.Model, ranges: dict[str, tuple[float, float]], quant=FakeQuant) -> keras.Model:
+    """The backbone's own layers re-called in order, each output named in ``ranges`` passed through ``quant``."""
     start = keras.Input(backbone.input.shape[1:])
     tensors = {id(backbone.input): start}
     for layer in backbone.layers[1:]:
         source = layer.input
         args = [tensors[id(s)] for s in source] if isinstance(source, list) else tensors[id(source)]
         out = layer(args)
-        tensors[id(layer.output)] = FakeQuant(*ranges[layer.name])(out) if layer.name in ranges else out
+        tensors[id(layer.output)] = quant(*ranges[layer.name])(out) if layer.name in ranges else out
     return keras.Model(start, tensors[id(backbone.output)])
 
 

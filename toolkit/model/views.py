@@ -16,13 +16,23 @@ from toolkit.model.backbones import VIEW_COUNTS
 from toolkit.model.classifier import backbone_of
 
 
-@keras.saving.register_keras_serializable(package="toolkit")
-class MirrorViews(keras.layers.Layer):
-    """A batch of images followed by its mirror images along the batch axis: view-major."""
+class _ViewLayer(keras.layers.Layer):
+    """A layer that knows how many views the batch carries; its output keeps the input's per-row shape."""
 
     def __init__(self, views: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.views = views
+
+    def compute_output_shape(self, input_shape):
+        return (None, *input_shape[1:])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "views": self.views}
+
+
+@keras.saving.register_keras_serializable(package="toolkit")
+class MirrorViews(_ViewLayer):
+    """A batch of images followed by its mirror images along the batch axis: view-major."""
 
     def call(self, images):
         mirrored = keras.ops.flip(images, axis=2)
@@ -31,29 +41,13 @@ class MirrorViews(keras.layers.Layer):
             stacked += [keras.ops.flip(images, axis=1), keras.ops.flip(mirrored, axis=1)]
         return keras.ops.concatenate(stacked, axis=0)
 
-    def compute_output_shape(self, input_shape):
-        return (None, *input_shape[1:])
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "views": self.views}
-
 
 @keras.saving.register_keras_serializable(package="toolkit")
-class ViewMean(keras.layers.Layer):
+class ViewMean(_ViewLayer):
     """The mean over the views of :class:`MirrorViews`' batch: one row per image again."""
-
-    def __init__(self, views: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.views = views
 
     def call(self, features):
         return keras.ops.mean(keras.ops.reshape(features, (self.views, -1, features.shape[-1])), axis=0)
-
-    def compute_output_shape(self, input_shape):
-        return (None, *input_shape[1:])
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "views": self.views}
 
 
 def view_count(model: keras.Model) -> int:
