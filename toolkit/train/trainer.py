@@ -235,16 +235,22 @@ def refit_decision(run: Path, objective: str | None = None, views: int | None = 
     work, old = run.with_name(run.name + ".refit"), run.with_name(run.name + ".old")
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(run, work)
-    copied = open_run(work)
-    if copied.decision is not None:
-        copied.load_raw_model().save(RunLayout(work).model)
-        RunLayout(work).decision.unlink()
-    _save_with_views(RunLayout(work).model, config.views)
-    write_json(RunLayout(work).config, asdict(config))
-    table = copied.table
-    state = json.loads(RunLayout(work).state.read_text())
-    evaluated = {split: _split_arrays(table, split, config.input_size, config.resize_mode) for split in ("val", "test")}
-    _finish(work, table, config, state, evaluated)
+    try:
+        copied = open_run(work)
+        if copied.decision is not None:
+            copied.load_raw_model().save(RunLayout(work).model)
+            RunLayout(work).decision.unlink()
+        _save_with_views(RunLayout(work).model, config.views)
+        write_json(RunLayout(work).config, asdict(config))
+        table = copied.table
+        state = json.loads(RunLayout(work).state.read_text())
+        evaluated = {
+            split: _split_arrays(table, split, config.input_size, config.resize_mode) for split in ("val", "test")
+        }
+        _finish(work, table, config, state, evaluated)
+    except BaseException:  # a refused or interrupted refit leaves the run as it was, and no copy beside it
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     os.replace(run, old)
     os.replace(work, run)
     shutil.rmtree(old)
