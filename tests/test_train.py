@@ -105,6 +105,11 @@ def test_decide_adds_mirror_views_and_refuses_another_count(run, tmp_path):
     assert view_count(open_run(copy).load_model()) == 2
     assert main(["decide", "--run", str(copy)]) == 0  # the run's own count again: nothing to add
     assert view_count(open_run(copy).load_model()) == 2
+    assert main(["export", "--run", str(copy), "--out", str(tmp_path / "assets"), "--skip-drift"]) == 0
+    bundle = tmp_path / "assets" / "tiny"
+    assert json.loads((bundle / "manifest.json").read_text())["views"] == 2
+    assert "averaging 2 mirror views of the image" in (bundle / "README.md").read_text()
+    shutil.rmtree(tmp_path / "assets")
     assert main(["decide", "--run", str(copy), "--views", "4"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # the refused refit left no copy behind
     with pytest.raises(ToolkitError, match="views must be one of 1, 2, 4"):

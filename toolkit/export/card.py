@@ -80,15 +80,17 @@ def render_card(manifest: dict, report: dict | None, folder: Path) -> str:
     """The model card as Markdown; writes its two plots into ``folder/card/`` when there is a drift report."""
     size = f"{(folder / 'model.tflite').stat().st_size / 1e6:.2f} MB"
     demo = manifest["training_data"]["demo"]
+    views = manifest.get("views", 1)  # bundles written before views existed have one
+    averaged = f", averaging {views} mirror views of the image (about {views}x one view's latency)" * (views > 1)
     lines = [
         "## Model card",
         "",
         "**Intended use:** research, education and app prototyping. **Not a medical device**: it must not be used to "
         "diagnose, rule out or triage any real lesion. Anyone with a worrying skin lesion should see a doctor.",
         "",
-        f"**Model:** {manifest['architecture']} at {manifest['input']['shape'][1]}x{manifest['input']['shape'][1]}, "
-        f"{manifest['quantization']} (input {manifest['input']['dtype']}, output {manifest['output']['dtype']}), "
-        f"`model.tflite` {size}.",
+        f"**Model:** {manifest['architecture']} at {manifest['input']['shape'][1]}x{manifest['input']['shape'][1]}"
+        f"{averaged}, {manifest['quantization']} (input {manifest['input']['dtype']}, "
+        f"output {manifest['output']['dtype']}), `model.tflite` {size}.",
         "",
         "### Data",
         "",

@@ -136,6 +136,7 @@ def stage_attempt(
             "architecture": arch,
             "alpha": run.config.get("alpha") if arch == "mobilenet_v2" else None,
             "input_size": run.input_size,
+            "views": run.config.get("views", 1),  # mirror views averaged inside the model: latency grows with them
             "quantization": quantization.mode,
             "quantizer": quantization.backend if quantization.mode == "int8" else None,
             "float_layers": attempt.float_layers,
