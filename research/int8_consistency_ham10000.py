@@ -36,6 +36,7 @@ from int8_drift_ham10000 import (
     tensor_ranges,
     with_fake_quant,
 )
+from val_probes_ham10000 import VIEWS, view
 
 from toolkit.export.convert import convert
 from toolkit.export.quantization import Quantization
@@ -44,7 +45,8 @@ RESULT = "int8_consistency_ham10000.json"
 KL_WEIGHT = 10.0
 LEARNING_RATE = 1e-5
 EPOCHS = 2
-MIRRORS = {"flip_h": (slice(None), slice(None, None, -1)), "flip_v": (slice(None, None, -1), slice(None))}
+MIRRORS = ("flip_h", "flip_v", "flip_hv")  # views the run's checkpoint was not chosen on
+SCORED = ("balanced_accuracy", "macro_f1", "accuracy")
 
 
 class StraightThroughQuant(FakeQuant):
@@ -89,17 +91,13 @@ def scores(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> dict:
     from toolkit.base.metrics import compute_metrics
     from toolkit.model.classifier import predict
 
-    views = {"identity": images, **{name: np.ascontiguousarray(images[:, r, c]) for name, (r, c) in MIRRORS.items()}}
-    views["flip_hv"] = np.ascontiguousarray(images[:, ::-1, ::-1])
-    probs = {name: predict(model, view.astype(np.float32), name) for name, view in views.items()}
+    probs = {
+        name: predict(model, view(images, *VIEWS[name]).astype(np.float32), name) for name in ("identity", *MIRRORS)
+    }
     table = {name: compute_metrics(labels, p) for name, p in probs.items()}
-    mirrored = [table[name] for name in ("flip_h", "flip_v", "flip_hv")]
     return probs["identity"], {
-        "identity": {key: round(table["identity"][key], 4) for key in ("balanced_accuracy", "macro_f1", "accuracy")},
-        "mirror_mean": {
-            key: round(float(np.mean([t[key] for t in mirrored])), 4)
-            for key in ("balanced_accuracy", "macro_f1", "accuracy")
-        },
+        "identity": {key: round(table["identity"][key], 4) for key in SCORED},
+        "mirror_mean": {key: round(float(np.mean([table[name][key] for name in MIRRORS])), 4) for key in SCORED},
     }
 
 
