@@ -119,15 +119,6 @@ def stage_attempt(
     )
     with_metadata = write_metadata(converted, info, labels)
     verify_metadata(with_metadata, info, labels)
-    calibration_source = None
-    if attempt.calibration_rows is not None:
-        counts = attempt.calibration_rows["label"].value_counts().reindex(CLASSES, fill_value=0)
-        calibration_source = {
-            "images": len(attempt.calibration_rows),
-            "seed": options.seed,
-            "per_class": {name: int(n) for name, n in counts.items()},
-            "bias_correction": quantization.bias_correction,
-        }
     manifest = build_manifest(
         name,
         with_metadata,
@@ -153,11 +144,24 @@ def stage_attempt(
             "model_sha256": run.model_sha256,
             "data": "demo" if is_demo(run) else portable_path(run.config.get("data", ""), options.out),
             "trained_with": {key: run.metrics.get(key) for key in ("backend", "device")},
-            "calibration": calibration_source,
+            "calibration": _calibration_source(attempt, options.seed),
         },
     )
     check_against_run(manifest, run)
     write_files(folder, with_metadata, labels, manifest)
+
+
+def _calibration_source(attempt: Attempt, seed: int) -> dict | None:
+    """What the int8 calibration drew from train, per class, for the manifest; None for a float bundle."""
+    if attempt.calibration_rows is None:
+        return None
+    counts = attempt.calibration_rows["label"].value_counts().reindex(CLASSES, fill_value=0)
+    return {
+        "images": len(attempt.calibration_rows),
+        "seed": seed,
+        "per_class": {name: int(n) for name, n in counts.items()},
+        "bias_correction": attempt.quantization.bias_correction,
+    }
 
 
 def check_against_run(manifest: dict, run: Run) -> None:
