@@ -38,6 +38,7 @@ from int8_drift_ham10000 import (
 )
 from val_probes_ham10000 import VIEWS, view
 
+from toolkit.base.classes import CLASSES
 from toolkit.export.convert import convert
 from toolkit.export.quantization import Quantization
 
@@ -70,7 +71,7 @@ def two_paths(model: keras.Model, calibration: np.ndarray) -> keras.Model:
 
 
 def consistency_loss(smoothing: float):
-    classes = 7
+    classes = len(CLASSES)
 
     def loss(targets, outputs):
         floats, quantized = outputs[:, :classes], outputs[:, classes:]
@@ -112,7 +113,6 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished MobileNetV2 run folder")
-    parser.add_argument("--save", type=Path, help="also save the fine-tuned model.keras here")
     args = parser.parse_args()
     run = open_run(args.run)
     keras.utils.set_random_seed(0)
@@ -143,7 +143,7 @@ def main() -> None:
         batch_size=config["batch_size"],
         shuffle=True,
         augment=AugmentConfig(**config["augment"]),
-        imbalance="oversample",
+        imbalance=config["imbalance"],
         class_weight_power=config["class_weight_power"],
         seed=1,
     )
@@ -151,8 +151,6 @@ def main() -> None:
     trainer.fit(batches, epochs=EPOCHS, shuffle=False, verbose=2)
     result["train_seconds"] = round(time.monotonic() - started)
     measure("after")
-    if args.save:
-        model.save(args.save)
     path = write_result(RESULT, {**environment(), **result})
     print(f"wrote {path}")
 

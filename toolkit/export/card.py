@@ -81,7 +81,7 @@ def render_card(manifest: dict, report: dict | None, folder: Path) -> str:
     size = f"{(folder / 'model.tflite').stat().st_size / 1e6:.2f} MB"
     demo = manifest["training_data"]["demo"]
     views = manifest.get("views", 1)  # bundles written before views existed have one
-    averaged = f", averaging {views} mirror views of the image (about {views}x one view's latency)" * (views > 1)
+    averaged = f", averaging {views} mirror views of the image (about {views}x one view's latency)" if views > 1 else ""
     lines = [
         "## Model card",
         "",

@@ -36,7 +36,7 @@ from toolkit.data.readers import check_classes, read_splits
 from toolkit.data.split import run_split, write_splits
 from toolkit.model.backbones import backbone_spec
 from toolkit.model.classifier import build_classifier, predict
-from toolkit.model.views import view_count, with_views
+from toolkit.model.views import with_views
 from toolkit.train.config import TrainConfig
 from toolkit.train.decision import fit_decision, fold_into_head
 from toolkit.train.distribute import Cluster, Placement, join, place, release
@@ -181,7 +181,8 @@ def _fit_and_finish(
         model = keras.saving.load_model(RunLayout(partial).model)  # on one device now
     if config.average_last and "average" not in state:
         average_snapshots(model, partial, state, val_set, always=config.keep_average)
-    _save_with_views(RunLayout(partial).model, config.views)
+    if config.views > 1:  # on the best model as saved, before its decision rule is fit
+        with_views(keras.saving.load_model(RunLayout(partial).model), config.views).save(RunLayout(partial).model)
     evaluating = time.monotonic()
     test_set = _split_arrays(table, "test", input_size, config.resize_mode)
     _finish(partial, table, config, state, {"val": val_set, "test": test_set})
@@ -191,13 +192,6 @@ def _fit_and_finish(
     shutil.rmtree(out, ignore_errors=True)
     os.replace(partial, out)
     return out
-
-
-def _save_with_views(path: Path, views: int) -> None:
-    """The trained model at ``path`` rewritten to average ``views`` mirror views, before its decision rule is fit."""
-    model = keras.saving.load_model(path)
-    if view_count(model) != views:
-        with_views(model, views).save(path)
 
 
 def _check_progressive(config: TrainConfig, input_size: int, placement: Placement) -> None:
@@ -237,10 +231,8 @@ def refit_decision(run: Path, objective: str | None = None, views: int | None = 
     shutil.copytree(run, work)
     try:
         copied = open_run(work)
-        if copied.decision is not None:
-            copied.load_raw_model().save(RunLayout(work).model)
-            RunLayout(work).decision.unlink()
-        _save_with_views(RunLayout(work).model, config.views)
+        with_views(copied.load_raw_model(), config.views).save(RunLayout(work).model)  # refuses another count
+        RunLayout(work).decision.unlink(missing_ok=True)
         write_json(RunLayout(work).config, asdict(config))
         table = copied.table
         state = json.loads(RunLayout(work).state.read_text())
