@@ -74,6 +74,10 @@ RECIPES: dict[str, dict] = {
         # agreement 99.02% against 98.50%, balanced accuracy 0.699 against 0.704, macro-F1 0.715 against 0.704. That
         # look came after the first one's numbers, so the test split was to decide, and there balanced accuracy fell
         # to 0.668 (float) against 0.692 and fully integer int8 agreed on 97.81%: one view stays (the default)
+        # a third draw of this recipe beat seed 0 on val's mirror views (2026-12-06), which neither run's checkpoint
+        # or decision rule was chosen on, after each run's rule: balanced accuracy 0.719 against 0.704, macro-F1 0.694
+        # against 0.704, their mean 0.707 against 0.704; a choice between draws of one recipe, so it took no margin
+        "finetune_seed": 2,
     },
     "densenet121": {
         **COMMON,

@@ -9,7 +9,8 @@ runs trained with class weights (whose rule kept no shift), not for a run that l
 Each set of views is also scored after the first run's decision rule is refit on its mean probabilities,
 which is what a bundle with those views would answer.
 Each view is also scored alone: the run's checkpoint and decision rule were chosen on the identity view,
-so the mirrored views show how much that choice flatters the run's validation scores.
+so the mirrored views show how much that choice flatters the run's validation scores; and again with
+that rule applied, which is what the run's bundle answers on each view.
 
     .venv/bin/python research/val_probes_ham10000.py runs/ham10000_mobilenet_v2 runs/ham10000_mobilenet_v2_224
 
@@ -65,18 +66,24 @@ def headline(labels: np.ndarray, probs: np.ndarray) -> dict:
 
 def after_decision(labels: np.ndarray, probs: np.ndarray, train_labels: np.ndarray, objective: str) -> dict:
     """Headline scores once a decision rule of ``objective`` is refit on ``probs`` (its shift and temperature)."""
-    from scipy.special import softmax
-
     from toolkit.train.decision import fit_decision
 
     decision = fit_decision(probs, labels, train_labels, objective)
+    return {"tau": decision.tau, **headline(labels, decided(probs, decision))}
+
+
+def decided(probs: np.ndarray, decision) -> np.ndarray:
+    """``probs`` (a raw softmax) as the model answers once ``decision``'s shift and temperature are folded in."""
+    from scipy.special import softmax
+
     logits = np.log(np.clip(probs, 1e-12, 1.0)) + np.asarray(decision.shift)
-    return {"tau": decision.tau, **headline(labels, softmax(logits / decision.temperature, axis=1))}
+    return softmax(logits / decision.temperature, axis=1)
 
 
 def main() -> None:
     from toolkit.data.images import load_images
     from toolkit.model.classifier import predict
+    from toolkit.train.decision import Decision
     from toolkit.train.fit import mean_weights
     from toolkit.train.runs import check_same_split, open_run
 
@@ -120,6 +127,11 @@ def main() -> None:
         "run": first,
         "each_view": {name: headline(labels, p) for name, p in view_probs.items()},
     }
+    if runs[0].decision:  # what the bundle answers on each view: the rule the run fitted on the identity view
+        rule = Decision(**runs[0].decision)
+        result["test_time_views"]["each_view_after_own_decision"] = {
+            name: headline(labels, decided(p, rule)) for name, p in view_probs.items()
+        }
     train_labels, objective = runs[0].rows("train")["label_index"].to_numpy(), runs[0].config["decision"]
     for label, views in VIEW_SETS.items():
         mean = np.mean([view_probs[v] for v in views], axis=0)
