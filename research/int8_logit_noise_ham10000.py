@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from common import environment, in_repo, write_result
 
 from toolkit.base.classes import CLASSES
+from toolkit.base.runtime import quantize_input
 from toolkit.export.convert import convert
 from toolkit.export.quantization import Quantization
 
@@ -48,10 +49,10 @@ def int8_logits(model: bytes, images: np.ndarray) -> np.ndarray:
     softmax = next(op for op in runner._get_ops_details() if op["op_name"] == "SOFTMAX")
     tensor = next(t for t in runner.get_tensor_details() if t["index"] == softmax["inputs"][0])
     scale, zero = tensor["quantization"]
-    given = runner.get_input_details()[0]["index"]
+    given = runner.get_input_details()[0]
     logits = []
     for image in images:
-        runner.set_tensor(given, image[None])
+        runner.set_tensor(given["index"], quantize_input(image[None], given["dtype"].__name__, *given["quantization"]))
         runner.invoke()
         logits.append((runner.get_tensor(tensor["index"])[0].astype(np.float32) - zero) * scale)
     return np.array(logits)

@@ -182,5 +182,5 @@ def test_mirror_views_average_the_mirror_images_logits_with_the_same_weights(tmp
     assert with_views(four, 4) is four
     with pytest.raises(ToolkitError, match="already averages 4 views"):
         with_views(four, 2)
-    with pytest.raises(ToolkitError, match="expected one of 1, 2, 4"):
+    with pytest.raises(ToolkitError, match="views must be one of 1, 2, 4, not 3"):
         with_views(model, 3)

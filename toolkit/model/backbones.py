@@ -46,6 +46,12 @@ def backbone_spec(arch: str) -> BackboneSpec:
     return BACKBONES[arch]
 
 
+def check_views(views: int) -> None:
+    """Refuse a mirror-view count a classifier cannot average."""
+    if views not in VIEW_COUNTS:
+        raise ToolkitError(f"views must be one of {', '.join(map(str, VIEW_COUNTS))}, not {views}")
+
+
 def check_boundary(arch: str, boundary: str | int) -> None:
     """Refuse a fine-tune boundary that is neither ``all``, a layer count nor one of the backbone's named blocks.
 

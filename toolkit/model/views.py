@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 
 from toolkit.base.errors import ToolkitError
-from toolkit.model.backbones import VIEW_COUNTS
+from toolkit.model.backbones import check_views
 from toolkit.model.classifier import backbone_of
 
 
@@ -60,8 +60,7 @@ def with_views(model: keras.Model, views: int) -> keras.Model:
 
     2 views: the image and its left-right mirror; 4: also its up-down mirror and both at once.
     """
-    if views not in VIEW_COUNTS:
-        raise ToolkitError(f"received views={views}; expected one of {', '.join(map(str, VIEW_COUNTS))}")
+    check_views(views)
     if view_count(model) == views:
         return model
     if view_count(model) != 1:

@@ -9,7 +9,7 @@ from toolkit.data.augment import AugmentConfig, check_mixup
 from toolkit.data.balance import IMBALANCE_MODES
 from toolkit.data.images import RESIZE_MODES
 from toolkit.data.layouts import SPLIT_SEED, TEST_SHARE, VAL_SHARE
-from toolkit.model.backbones import VIEW_COUNTS, check_boundary
+from toolkit.model.backbones import check_boundary, check_views
 from toolkit.train.decision import OBJECTIVES
 
 PHASES = ("head", "finetune")
@@ -91,8 +91,7 @@ class TrainConfig:
         if self.epochs_head + self.epochs_finetune == 0:
             raise ToolkitError("nothing to train: epochs_head and epochs_finetune are both 0; give one at least 1")
         check_mixup(self.mixup)
-        if self.views not in VIEW_COUNTS:
-            raise ToolkitError(f"views must be one of {', '.join(map(str, VIEW_COUNTS))}, not {self.views}")
+        check_views(self.views)
         if self.devices != "all" and not (self.devices.isdigit() and int(self.devices) > 0):
             raise ToolkitError(f"--devices takes all or a positive number, not {self.devices!r}")
         if not 0 <= self.ema < 1:
